@@ -1,0 +1,1 @@
+"""Flax modules: layers, and the kernel-space network holding F and G."""

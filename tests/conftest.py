@@ -1,0 +1,60 @@
+"""Shared fixtures: the golden files of the reference (NCHW) read as NHWC arrays."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+DATA = pathlib.Path(__file__).parent / "data"
+GOLDEN = DATA / "golden"
+ENERGIZED = DATA / "golden_energized"
+
+
+def nhwc(array):
+    return np.asarray(array).transpose(0, 2, 3, 1)
+
+
+def nchw(array):
+    return np.asarray(array).transpose(0, 3, 1, 2)
+
+
+def golden_inputs(size: str):
+    """Sharp, blurry, O(1) kernel and eps of kw_inputs_<size>.npz, NHWC float32."""
+    z = np.load(GOLDEN / f"kw_inputs_{size}.npz")
+    return {
+        "sharp": nhwc(z["sharp_u8"].astype(np.float32) / 256),
+        "blurry": nhwc(z["blur_u8"].astype(np.float32) / 256),
+        "kernel_rand": nhwc(z["kernel_rand"]),
+        "eps": nhwc(z["eps"]),
+    }
+
+
+def assert_fingerprint(actual_nhwc, golden, name, tol, scale=None):
+    """Compares an NHWC output with a fingerprinted NCHW golden (sub-sample and row/column sums)."""
+    y = nchw(actual_nhwc).astype(np.float64)
+    scale = scale if scale is not None else max(1.0, float(np.abs(golden[name + "__sub"]).max()))
+    assert tuple(y.shape) == tuple(golden[name + "__shape"])
+    sub = y[:, :, golden[name + "__sub_rows"]][:, :, :, golden[name + "__sub_cols"]]
+    np.testing.assert_allclose(sub, golden[name + "__sub"], rtol=0, atol=tol * scale)
+    np.testing.assert_allclose(y.sum(3), golden[name + "__sum_w"], rtol=0, atol=tol * scale * y.shape[3])
+    np.testing.assert_allclose(y.sum(2), golden[name + "__sum_h"], rtol=0, atol=tol * scale * y.shape[2])
+
+
+def golden_meta(npz):
+    return json.loads(str(npz["meta"]))
+
+
+@pytest.fixture(scope="session")
+def micro_models():
+    """The four golden micro models, {(folder, variant): KernelSpaceModel}, loaded from .pth once."""
+    import kernelspace_jax as ksj
+
+    return {
+        (folder.name, variant): ksj.load(folder / f"kw_micro_{variant}_init.pth")
+        for folder in (GOLDEN, ENERGIZED)
+        for variant in ("wovae", "wvae")
+    }

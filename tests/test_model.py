@@ -1,0 +1,235 @@
+"""The public API of F and G: transformations, any size, dtypes, and clear errors on bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import golden_inputs
+
+import kernelspace_jax as ksj
+from kernelspace_jax import config, model
+
+
+@pytest.fixture(scope="module")
+def energized(micro_models):
+    return micro_models["golden_energized", "wvae"]
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    z = golden_inputs("256")
+    return {k: jnp.asarray(v) for k, v in z.items()}
+
+
+def test_parameter_counts_of_the_released_configs_equal_the_reference():
+    expected = {
+        False: {
+            "features": 814_208,
+            "extractor": 25_542_656,
+            "adapter": 21_037_120,
+            "reconstruction": 1_811_203,
+        },
+        True: {
+            "features": 814_208,
+            "extractor": 91_602_944,
+            "adapter": 21_037_120,
+            "reconstruction": 1_811_203,
+        },
+    }
+    for use_vae, parts in expected.items():
+        tree = model.abstract_params(config.released(use_vae))
+        counts = {name: sum(x.size for x in jax.tree.leaves(sub)) for name, sub in tree.items()}
+        assert counts == parts
+    assert sum(expected[False].values()) == 49_205_187 and sum(expected[True].values()) == 115_265_475
+
+
+def test_jit_equals_eager(energized, inputs):
+    x, y, k = inputs["sharp"], inputs["blurry"], inputs["kernel_rand"]
+    with jax.disable_jit():
+        eager_mean, _ = energized.extract(x, y)
+    jit_mean, _ = jax.jit(lambda m, a, b: m.extract(a, b))(energized, x, y)
+    np.testing.assert_allclose(jit_mean, eager_mean, atol=1e-5 * float(jnp.abs(eager_mean).max()))
+    eager_out = energized.blur(x, k)  # op by op outside jit
+    jit_out = jax.jit(lambda m, a, b: m.blur(a, b))(energized, x, k)
+    np.testing.assert_allclose(jit_out, eager_out, atol=1e-5)
+
+
+def test_batch_and_vmap_equal_a_loop(energized, inputs):
+    key = jax.random.key(0)
+    sharp = jnp.concatenate([inputs["sharp"], inputs["blurry"], 1 - inputs["sharp"]])
+    kernels = jax.random.normal(key, (3, *energized.kernel_shape(256, 256)))
+    blur = jax.jit(lambda m, a, b: m.blur(a, b))
+    loop = jnp.concatenate([blur(energized, sharp[i : i + 1], kernels[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(blur(energized, sharp, kernels), loop, atol=2e-5)
+    vmapped = jax.jit(jax.vmap(lambda a, b: energized.blur(a[None], b[None])[0]))(sharp, kernels)
+    np.testing.assert_allclose(vmapped, loop, atol=2e-5)
+    means = jax.jit(jax.vmap(lambda a, b: energized.extract(a[None], b[None])[0][0]))(sharp, sharp[::-1])
+    for i in range(3):
+        alone = energized.extract(sharp[i : i + 1], sharp[::-1][i : i + 1])[0][0]
+        np.testing.assert_allclose(means[i], alone, atol=1e-5 * float(jnp.abs(alone).max()))
+
+
+@pytest.mark.parametrize("wrt", ["sharp", "kernel"])
+def test_gradients_of_blur_agree_with_finite_differences(energized, inputs, wrt):
+    x, k = inputs["sharp"], inputs["kernel_rand"]
+    weights = jax.random.normal(jax.random.key(1), x.shape)
+
+    def objective(sharp, kernel):
+        return jnp.mean(energized.blur(sharp, kernel) * weights)
+
+    f = jax.jit(objective)
+    argnum = 0 if wrt == "sharp" else 1
+    point = (x, k)
+    grad = jax.jit(jax.grad(objective, argnums=argnum))(*point)
+    direction = jax.random.normal(jax.random.key(2), point[argnum].shape)
+    direction = direction / jnp.linalg.norm(direction)
+    h = 1e-2 if wrt == "kernel" else 3e-3
+
+    def shifted(sign):
+        args = list(point)
+        args[argnum] = args[argnum] + sign * h * direction
+        return f(*args)
+
+    numeric = (shifted(1) - shifted(-1)) / (2 * h)
+    analytic = jnp.vdot(grad, direction)
+    assert abs(float(analytic)) > 1e-6  # the check is not vacuous
+    np.testing.assert_allclose(numeric, analytic, rtol=2e-2, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "cells"),
+    [(256, 256, (2, 2)), (37, 300, (2, 3)), (257, 129, (3, 2)), (384, 640, (3, 5))],
+)
+def test_any_size_gives_cropped_outputs_and_matching_kernels(energized, height, width, cells):
+    rng = np.random.default_rng(0)
+    sharp = jnp.asarray(rng.uniform(size=(2, height, width, 3)), jnp.float32)
+    mean, sigma = energized.extract(sharp, sharp[::-1])
+    assert mean.shape == sigma.shape == (2, *cells, 64) == (2, *energized.kernel_shape(height, width))
+    out = energized.blur(sharp, mean)
+    assert out.shape == sharp.shape and out.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_padding_reflects_at_the_bottom_right(energized, inputs):
+    x, k = inputs["sharp"][:, :, :200], inputs["kernel_rand"]
+    padded = jnp.pad(x, ((0, 0), (0, 0), (0, 56), (0, 0)), mode="reflect")
+    direct = model.network(energized.config).apply(
+        {"params": energized.params}, padded, k, method=lambda n, a, b: n.blur(a, b)
+    )
+    np.testing.assert_allclose(energized.blur(x, k), direct[:, :, :200], atol=1e-6)
+
+
+def test_sample_reparameterises(energized, micro_models, inputs):
+    mean, sigma = energized.extract(inputs["sharp"], inputs["blurry"])
+    a, b = energized.sample(jax.random.key(3), mean, sigma), energized.sample(jax.random.key(3), mean, sigma)
+    np.testing.assert_array_equal(a, b)
+    eps = (a - mean) / sigma
+    assert abs(float(jnp.mean(eps))) < 0.3 and 0.7 < float(jnp.std(eps)) < 1.3
+    plain = micro_models["golden_energized", "wovae"]
+    m0, s0 = plain.extract(inputs["sharp"], inputs["blurry"])
+    np.testing.assert_array_equal(plain.sample(jax.random.key(3), m0, s0), m0)
+
+
+def test_model_is_a_pytree_for_grad(energized, inputs):
+    x, k = inputs["sharp"], inputs["kernel_rand"]
+    grads = jax.jit(jax.grad(lambda m: jnp.mean(m.blur(x, k))))(energized)
+    assert isinstance(grads, ksj.KernelSpaceModel) and grads.config == energized.config
+    assert len(jax.tree.leaves(grads)) == len(jax.tree.leaves(energized.params))
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+def test_bfloat16_compute_is_close_to_float32(energized, inputs):
+    x, k = inputs["sharp"], inputs["kernel_rand"]
+    full = energized.blur(x, k)
+    half = energized.with_dtype(jnp.bfloat16).blur(x, k)
+    assert half.dtype == jnp.float32  # params and output stay float32
+    residual = float(jnp.abs(full - x).max())
+    assert float(jnp.abs(half - full).max()) < 0.05 * residual
+    assert jax.tree.leaves(energized.with_dtype(jnp.bfloat16).params)[0].dtype == jnp.float32
+
+
+def test_init_follows_the_reference_initialisation(energized, micro_models, inputs):
+    fresh = ksj.init(
+        jax.random.key(0),
+        {
+            "nf": 8,
+            "kernel_dim": 64,
+            "front_blocks": 1,
+            "back_blocks": 1,
+            "extractor_blocks": 1,
+            "use_vae": True,
+        },
+    )
+    assert fresh.config == energized.config
+    assert jax.tree.structure(fresh.params) == jax.tree.structure(energized.params)
+    assert fresh.num_params() == 938_683
+    other = ksj.init(jax.random.key(1), fresh.config)
+    assert not np.allclose(jax.tree.leaves(fresh.params)[0], jax.tree.leaves(other.params)[0])
+    # Same statistics as the reference's own init (golden/ holds a KernelWizard straight from torch).
+    reference = micro_models["golden", "wvae"].params
+    for path in [
+        ("features", "conv_0", "kernel"),
+        ("features", "block_0", "conv1", "kernel"),
+        ("extractor", "conv_in", "kernel"),
+        ("adapter", "up_1", "kernel"),
+        ("reconstruction", "conv_hr", "kernel"),
+    ]:
+        ours, theirs = fresh.params, reference
+        for name in path:
+            ours, theirs = ours[name], theirs[name]
+        np.testing.assert_allclose(np.std(ours), np.std(theirs), rtol=0.15, err_msg=str(path))
+        np.testing.assert_allclose(np.abs(ours).max(), np.abs(theirs).max(), rtol=0.2, err_msg=str(path))
+    np.testing.assert_array_equal(fresh.params["features"]["block_0"]["conv1"]["bias"], 0.0)
+    # ... so F starts nearly the identity, as in the reference (mean |F(x, k) - x| = 0.012 there).
+    mean, _ = fresh.extract(inputs["sharp"], inputs["blurry"])
+    assert float(jnp.abs(fresh.blur(inputs["sharp"], mean) - inputs["sharp"]).mean()) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("sharp", "match"),
+    [
+        (np.zeros((256, 256, 3), np.float32), "NHWC"),
+        (np.zeros((1, 256, 256, 4), np.float32), "3 channels"),
+        (np.zeros((1, 256, 256, 3), np.uint8), "floating point"),
+        (np.zeros((1, 16, 256, 3), np.float32), "at least 32"),
+        ([[0.0]], "must be an array"),
+    ],
+)
+def test_bad_images_are_rejected(energized, sharp, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        energized.blur(sharp, np.zeros((1, 2, 2, 64), np.float32))
+    with pytest.raises((ValueError, TypeError), match=match):
+        energized.extract(sharp, sharp)
+
+
+def test_kernel_of_the_wrong_shape_names_the_expected_one(energized, inputs):
+    with pytest.raises(ValueError, match=r"\(1, 2, 2, 64\)"):
+        energized.blur(inputs["sharp"], jnp.zeros((1, 2, 2, 512)))
+    with pytest.raises(ValueError, match=r"\(1, 2, 3, 64\)"):
+        energized.blur(jnp.zeros((1, 256, 384, 3)), jnp.zeros((1, 2, 2, 64)))
+
+
+def test_sharp_and_blurry_must_match(energized, inputs):
+    with pytest.raises(ValueError, match="same shape"):
+        energized.extract(inputs["sharp"], inputs["blurry"][:, :, :128])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="8 \\* nf"):
+        ksj.KernelSpaceConfig(nf=64, kernel_dim=256)
+    with pytest.raises(ValueError, match="unknown"):
+        ksj.KernelSpaceConfig.from_dict({"nf": 8, "kernel_dim": 64, "bogus": 1})
+    with pytest.raises(TypeError, match="use_vae"):
+        ksj.KernelSpaceConfig(use_vae="yes")
+
+
+@pytest.mark.parametrize("variant", ["released_wovae", "released_wvae", "micro_wovae", "micro_wvae"])
+def test_config_files_describe_valid_architectures(variant):
+    from configs import kernel_space
+
+    cfg = ksj.KernelSpaceConfig.from_dict(kernel_space.get_config(variant))
+    assert cfg.use_vae == variant.endswith("_wvae") and cfg.nf == (
+        64 if variant.startswith("released") else 8
+    )
+    with pytest.raises(ValueError, match="unknown variant"):
+        kernel_space.get_config("huge_wvae")
