@@ -133,6 +133,10 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> KernelSpaceConfig:
             f"G outputs {latent} channels but the U-Net takes {kernel_dim}-channel kernels; expected "
             f"{kernel_dim} (no VAE) or {2 * kernel_dim} (VAE)"
         )
+    back_blocks = _count(state, r"recon_trunk\.(\d+)\.conv1\.weight")
+    hr_conv = f"recon_trunk.{back_blocks + 6}.weight"
+    if hr_conv not in state:
+        raise CheckpointFormatError(f"not a KernelWizard state_dict: key '{hr_conv}' is missing")
     try:
         return KernelSpaceConfig(
             nf=int(nf),
@@ -140,8 +144,9 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> KernelSpaceConfig:
             image_channels=int(channels),
             use_vae=bool(latent == 2 * kernel_dim),
             front_blocks=_count(state, r"feature_extractor\.(\d+)\.conv1\.weight"),
-            back_blocks=_count(state, r"recon_trunk\.(\d+)\.conv1\.weight"),
+            back_blocks=back_blocks,
             extractor_blocks=_count(state, r"kernel_extractor\.model\.(\d+)\.conv_block\.1\.weight"),
+            hr_width=int(state[hr_conv].shape[0]),
         )
     except ValueError as err:
         raise CheckpointMismatchError(f"tensor shapes describe no valid architecture: {err}") from err
@@ -211,11 +216,19 @@ def _checkpointer():
     return ocp, ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
+def checkpoint_meta(config: KernelSpaceConfig, **extra: Any) -> dict:
+    """The JSON `config` item of a checkpoint: format tag, architecture, and anything in `extra`."""
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kernel_space": config.to_dict(), **extra}
+
+
 def save(model: KernelSpaceModel, path: str | os.PathLike, *, overwrite: bool = False) -> str:
-    """Writes `model` as an Orbax checkpoint folder (params + config); atomic: a crash leaves no folder."""
+    """Writes `model` as an Orbax checkpoint folder (params + config); atomic: a crash leaves no folder.
+
+    Training runs write the same two items (plus optimiser and data state) in each step folder.
+    """
     ocp, checkpointer = _checkpointer()
     path = os.path.abspath(os.fspath(path))
-    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kernel_space": model.config.to_dict()}
+    meta = checkpoint_meta(model.config)
     checkpointer.save(
         path,
         ocp.args.Composite(params=ocp.args.StandardSave(model.params), config=ocp.args.JsonSave(meta)),

@@ -19,6 +19,8 @@ class KernelSpaceConfig:
       extractor_blocks: ResNet blocks at the end of G (`KernelExtractor.n_blocks`).
       use_vae: G also predicts a per-element "sigma" (`use_vae`).
       image_channels: channels of the images (`input_nc`).
+      hr_width: width of F's last, full-resolution layers; the reference hard-codes 64 (an
+        extension: smaller values make small models much cheaper, since these layers dominate).
     """
 
     nf: int = 64
@@ -28,6 +30,7 @@ class KernelSpaceConfig:
     extractor_blocks: int = 4
     use_vae: bool = False
     image_channels: int = 3
+    hr_width: int = 64
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -35,8 +38,11 @@ class KernelSpaceConfig:
             expected = bool if field.type == "bool" else int
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise TypeError(f"KernelSpaceConfig.{field.name} must be {expected.__name__}, got {value!r}")
-        if self.nf < 1 or self.image_channels < 1:
-            raise ValueError(f"nf and image_channels must be positive, got {self.nf}, {self.image_channels}")
+        if min(self.nf, self.image_channels, self.hr_width) < 1:
+            raise ValueError(
+                f"nf, image_channels and hr_width must be positive, got {self.nf}, {self.image_channels}, "
+                f"{self.hr_width}"
+            )
         if min(self.front_blocks, self.back_blocks, self.extractor_blocks) < 0:
             raise ValueError("block counts must be >= 0")
         if self.kernel_dim != 8 * self.nf:

@@ -2,8 +2,9 @@
 
 Images are NHWC floats in [0, 1]: (B, H, W, 3) with H, W >= MIN_SIDE. The networks need sides that
 are multiples of 128 and at least 256, so images are reflect-padded at the bottom and right up to
-`padded_size(H, W)` and outputs are cropped back. A latent kernel for an (H, W) image has the shape
-`kernel_shape(config, H, W)` = (ceil'(H/128), ceil'(W/128), kernel_dim), ceil' at least 2.
+`padded_size(config, H, W)` and outputs are cropped back. A latent kernel for an (H, W) image has the
+shape `kernel_shape(config, H, W)` = (ceil'(H/128), ceil'(W/128), kernel_dim), ceil' at least 2 (at
+least 1 for a G without ResNet blocks, whose reflect padding is what needs two cells).
 """
 
 from __future__ import annotations
@@ -23,17 +24,22 @@ from kernelspace_jax.models.kernel_space import KernelSpaceNetwork
 Params = Any
 MIN_SIDE = 32
 KERNEL_STRIDE = 128  # pixels per kernel cell: 2 stride-2 convs in the features, 5 in G / the U-Net
-MIN_CELLS = 2  # G's ResNet blocks reflect-pad its output by 1, which needs 2 cells per side
 
 
-def padded_size(height: int, width: int) -> tuple[int, int]:
-    """The size the networks run at: multiples of 128, at least 256."""
-    return tuple(max(MIN_CELLS, math.ceil(s / KERNEL_STRIDE)) * KERNEL_STRIDE for s in (height, width))
+def min_cells(config: KernelSpaceConfig) -> int:
+    """Kernel cells per side at least: G's ResNet blocks reflect-pad its output by 1, which needs 2."""
+    return 2 if config.extractor_blocks else 1
+
+
+def padded_size(config: KernelSpaceConfig, height: int, width: int) -> tuple[int, int]:
+    """The size the networks run at: multiples of 128, at least 128 * min_cells(config) (256 as released)."""
+    cells = min_cells(config)
+    return tuple(max(cells, math.ceil(s / KERNEL_STRIDE)) * KERNEL_STRIDE for s in (height, width))
 
 
 def kernel_shape(config: KernelSpaceConfig, height: int, width: int) -> tuple[int, int, int]:
     """Shape of one latent kernel (no batch axis) for an image of height x width."""
-    ph, pw = padded_size(height, width)
+    ph, pw = padded_size(config, height, width)
     return ph // KERNEL_STRIDE, pw // KERNEL_STRIDE, config.kernel_dim
 
 
@@ -66,9 +72,9 @@ def _check_kernel(config: KernelSpaceConfig, kernel: jax.Array, image: jax.Array
         raise TypeError(f"kernel must be floating point, got {kernel.dtype}")
 
 
-def _pad(image: jax.Array) -> jax.Array:
+def _pad(config: KernelSpaceConfig, image: jax.Array) -> jax.Array:
     height, width = image.shape[1:3]
-    ph, pw = padded_size(height, width)
+    ph, pw = padded_size(config, height, width)
     if (ph, pw) == (height, width):
         return image
     return jnp.pad(image, ((0, 0), (0, ph - height), (0, pw - width), (0, 0)), mode="reflect")
@@ -95,7 +101,7 @@ def extract(
     if sharp.shape != blurry.shape:
         raise ValueError(f"sharp and blurry must have the same shape, got {sharp.shape} and {blurry.shape}")
     return network(config, dtype).apply(
-        {"params": params}, _pad(sharp), _pad(blurry), method=KernelSpaceNetwork.extract
+        {"params": params}, _pad(config, sharp), _pad(config, blurry), method=KernelSpaceNetwork.extract
     )
 
 
@@ -110,7 +116,7 @@ def blur(
     _check_kernel(config, kernel, sharp)
     height, width = sharp.shape[1:3]
     out = network(config, dtype).apply(
-        {"params": params}, _pad(sharp), kernel, method=KernelSpaceNetwork.blur
+        {"params": params}, _pad(config, sharp), kernel, method=KernelSpaceNetwork.blur
     )
     return out[:, :height, :width]
 
@@ -123,7 +129,7 @@ def sample(key: jax.Array, mean: jax.Array, sigma: jax.Array) -> jax.Array:
 
 def abstract_params(config: KernelSpaceConfig) -> Params:
     """The parameter tree of `config` as jax.ShapeDtypeStructs (nothing is computed)."""
-    size = KERNEL_STRIDE * MIN_CELLS
+    size = KERNEL_STRIDE * min_cells(config)
     dummy = jax.ShapeDtypeStruct((1, size, size, config.image_channels), jnp.float32)
     variables = jax.eval_shape(network(config).init, jax.random.key(0), dummy, dummy)
     return variables["params"]

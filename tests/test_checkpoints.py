@@ -152,3 +152,14 @@ def test_convert_refuses_a_malicious_file(tmp_path, capsys):
     assert os.path.exists(path) and not (tmp_path / "out").exists()
     with pytest.raises(UnsafeCheckpointError):
         ksj.load(path)
+
+
+def test_every_architecture_field_is_inferred_from_shapes():
+    cfg = config.KernelSpaceConfig(
+        nf=8, kernel_dim=64, front_blocks=2, back_blocks=3, extractor_blocks=0, use_vae=True, hr_width=16
+    )
+    model = ksj.init(jax.random.key(0), cfg)
+    params, inferred = checkpoints.params_from_state_dict(
+        checkpoints.state_dict_from_params(model.params, cfg)
+    )
+    assert inferred == cfg and _leaves_equal(params, model.params)

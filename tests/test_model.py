@@ -233,3 +233,13 @@ def test_config_files_describe_valid_architectures(variant):
     )
     with pytest.raises(ValueError, match="unknown variant"):
         kernel_space.get_config("huge_wvae")
+
+
+def test_a_generator_without_resnet_blocks_runs_at_128():
+    cfg = ksj.KernelSpaceConfig(nf=8, kernel_dim=64, front_blocks=1, back_blocks=1, extractor_blocks=0)
+    small = ksj.init(jax.random.key(0), cfg)
+    assert ksj.padded_size(cfg, 100, 130) == (128, 256)
+    assert ksj.padded_size(config.micro(), 100, 130) == (256, 256)
+    x = jnp.full((1, 128, 128, 3), 0.5)
+    mean, _ = small.extract(x, x)
+    assert mean.shape == (1, 1, 1, 64) and small.blur(x, mean).shape == x.shape

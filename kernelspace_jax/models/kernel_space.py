@@ -1,7 +1,8 @@
 """The kernel-space network: G(x, y) -> k extracts a blur kernel, F(x, k) -> y blurs with it.
 
 Mirrors `models/kernel_encoding/kernel_wizard.py` of the reference (its class names in brackets).
-The modules work on padded sizes: both sides multiples of 128 and at least 256 (`model.py` pads).
+The modules work on padded sizes: both sides multiples of 128, at least 256 when G has ResNet
+blocks (`model.padded_size`; `model.py` pads).
 """
 
 from __future__ import annotations
@@ -100,11 +101,16 @@ class KernelAdapter(nn.Module):
 
 
 class ReconstructionTrunk(nn.Module):
-    """F's decoder [`KernelWizard.recon_trunk`]: (B, H/4, W/4, nf) -> residual (B, H, W, 3)."""
+    """F's decoder [`KernelWizard.recon_trunk`]: (B, H/4, W/4, nf) -> residual (B, H, W, 3).
+
+    The two full-resolution stages are `hr_width` wide; the reference hard-codes 64 (4 * 64 before the
+    second pixel shuffle), whatever nf is.
+    """
 
     nf: int
     blocks: int
     image_channels: int = 3
+    hr_width: int = 64
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -113,16 +119,15 @@ class ReconstructionTrunk(nn.Module):
         for i in range(self.blocks):
             x = ResidualBlock(self.nf, dtype=self.dtype, name=f"block_{i}")(x)
         x = act(pixel_shuffle(conv(4 * self.nf, dtype=self.dtype, name="upconv_0")(x), 2))
-        # The reference hard-codes 64 * 4 channels here (not 4 * nf), and 64 after it.
-        x = act(pixel_shuffle(conv(256, dtype=self.dtype, name="upconv_1")(x), 2))
-        x = act(conv(64, dtype=self.dtype, name="conv_hr")(x))
+        x = act(pixel_shuffle(conv(4 * self.hr_width, dtype=self.dtype, name="upconv_1")(x), 2))
+        x = act(conv(self.hr_width, dtype=self.dtype, name="conv_hr")(x))
         return conv(self.image_channels, dtype=self.dtype, name="conv_out")(x)
 
 
 class KernelSpaceNetwork(nn.Module):
     """F and G in one parameter tree [`KernelWizard`]; one tree matches one reference checkpoint.
 
-    Inputs are images in [0, 1], (B, H, W, C) with H and W multiples of 128, at least 256.
+    Inputs are images in [0, 1], (B, H, W, C), H and W as `model.padded_size` gives them.
     """
 
     config: KernelSpaceConfig
@@ -134,7 +139,7 @@ class KernelSpaceNetwork(nn.Module):
         self.extractor = KernelExtractor(cfg.nf, cfg.latent_channels, cfg.extractor_blocks, dtype=self.dtype)
         self.adapter = KernelAdapter(cfg.nf, dtype=self.dtype)
         self.reconstruction = ReconstructionTrunk(
-            cfg.nf, cfg.back_blocks, cfg.image_channels, dtype=self.dtype
+            cfg.nf, cfg.back_blocks, cfg.image_channels, cfg.hr_width, dtype=self.dtype
         )
 
     def extract(self, sharp: jax.Array, blurry: jax.Array) -> tuple[jax.Array, jax.Array]:

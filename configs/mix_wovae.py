@@ -1,0 +1,12 @@
+"""F and G on GoPro and REDS together, no VAE (the authors' GoPro + REDS checkpoint).
+
+python train.py --config configs/mix_wovae.py --workdir runs/mix_wovae
+"""
+
+from configs.common import reference_recipe
+
+
+def get_config():
+    config = reference_recipe("released_wovae")
+    config.data.names = ("gopro", "reds")
+    return config

@@ -1,0 +1,1 @@
+"""Data pipelines: seeded synthetic sharp/blurry pairs (`synthetic`)."""

@@ -1,0 +1,98 @@
+"""Losses of generic blind deblurring [`models/losses/` and `models/deblurring/joint_deblur.py`], NHWC.
+
+Images are (B, H, W, C) floats, nominally in [0, 1]. The Charbonnier loss of the kernel-space
+training is `kernelspace_jax.losses.charbonnier_sum`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernelspace_jax.models.vgg import PERCEPTUAL_OUTPUTS, VGG19Features
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+PERCEPTUAL_WEIGHTS = (0.2, 0.4, 0.8, 1.0, 3.0)  # of PERCEPTUAL_OUTPUTS
+# Sobel filters of HyperLaplacianPenalty, applied as cross-correlation (torch's conv2d).
+SOBEL_X = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32)
+SOBEL_Y = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], np.float32)
+
+# These filters are cheap, and TF32/bf16 would ruin SSIM's E[x^2] - E[x]^2, so always full precision.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _gaussian_window(size: int, sigma: float) -> np.ndarray:
+    """(size, size) window of sum 1, in float32 like the reference's (normalised, then an outer product)."""
+    g = np.exp(-((np.arange(size) - size // 2) ** 2) / (2 * sigma**2)).astype(np.float32)
+    g = g / g.sum()
+    return np.outer(g, g)
+
+
+def _filter_channels(x: jax.Array, window: np.ndarray) -> jax.Array:
+    """Per-channel (grouped) cross-correlation with zero "same" padding: (B, H, W, C) -> (B, H, W, C)."""
+    channels, pad = x.shape[-1], window.shape[0] // 2
+    kernel = jnp.broadcast_to(jnp.asarray(window)[:, :, None, None], (*window.shape, 1, channels))
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=channels, precision=_HIGHEST)
+
+
+def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+    """The reference's `SSIM()(a, b)`: mean over batch, channels and pixels of the SSIM map; scalar.
+
+    11x11 Gaussian window (sigma 1.5) applied per channel with zero padding, so the map covers the
+    whole image and border pixels see zeros. dm-pix's `pix.ssim` filters with VALID padding and
+    clips the variances, which gives 0.8829 instead of the reference's 0.8907 on the golden inputs.
+    """
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+    window = _gaussian_window(SSIM_WINDOW, SSIM_SIGMA)
+    blur = lambda x: _filter_channels(x, window)
+    mu_a, mu_b = blur(a), blur(b)
+    mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
+    var_a = blur(a * a) - mu_aa
+    var_b = blur(b * b) - mu_bb
+    cov = blur(a * b) - mu_ab
+    numerator = (2 * mu_ab + SSIM_C1) * (2 * cov + SSIM_C2)
+    denominator = (mu_aa + mu_bb + SSIM_C1) * (var_a + var_b + SSIM_C2)
+    return jnp.mean(numerator / denominator)
+
+
+def hyper_laplacian_penalty(x: jax.Array, alpha: float = 0.66, eps: float = 1e-6) -> jax.Array:
+    """`HyperLaplacianPenalty(C, alpha)(x)`: mean over (B, H, W) of sqrt(gx^2 + gy^2 + eps)^alpha; scalar.
+
+    gx, gy: 3x3 Sobel responses summed over the channels (one filter spans all of them), zero padding.
+    """
+    channels = x.shape[-1]
+    kernel = np.broadcast_to(np.stack([SOBEL_X, SOBEL_Y], axis=-1)[:, :, None, :], (3, 3, channels, 2))
+    grad = jax.lax.conv_general_dilated(x.astype(jnp.float32), jnp.asarray(kernel), (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST)
+    magnitude = jnp.sqrt(jnp.sum(jnp.square(grad), axis=-1) + eps)
+    return jnp.mean(magnitude**alpha)
+
+
+def kernel_norm(kernel: jax.Array) -> jax.Array:
+    """`torch.norm(k)`: the L2 (Frobenius) norm of all elements of the latent kernel; scalar."""
+    return jnp.sqrt(jnp.sum(jnp.square(kernel.astype(jnp.float32))))
+
+
+def perceptual_loss(vgg_params: Mapping, x: jax.Array, y: jax.Array,
+                    outputs: tuple[str, ...] = PERCEPTUAL_OUTPUTS,
+                    weights: tuple[float, ...] = PERCEPTUAL_WEIGHTS) -> jax.Array:
+    """`PerceptualLoss()(x, y)`: sum over `outputs` of weight * mean |VGG19(x) - VGG19(y)|; scalar.
+
+    x, y: (B, H, W, 3) in [0, 1]. Like the reference, the images go into the ImageNet VGG as they are,
+    without its mean/std normalisation. `vgg_params` as from `models.vgg.load_vgg19_params(path, outputs)`.
+    """
+    if len(outputs) != len(weights):
+        raise ValueError(f"{len(outputs)} outputs but {len(weights)} weights")
+    # One pass over both images: VGG has no batch-dependent layer.
+    features = VGG19Features(tuple(outputs)).apply({"params": vgg_params}, jnp.concatenate([x, y]))
+    batch = x.shape[0]
+    return sum(w * jnp.mean(jnp.abs(features[name][:batch] - features[name][batch:]))
+               for name, w in zip(outputs, weights, strict=True))

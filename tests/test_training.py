@@ -1,0 +1,175 @@
+"""Training: the pure step, resuming (also after kill -9), several devices, NaN guard, loading a run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kernelspace_jax as ksj
+from configs.common import reference_recipe
+from kernelspace_jax import training
+from kernelspace_jax.model import init_params
+from kernelspace_jax.trainer import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(total_steps=6):
+    """A 128x128 micro model on synthetic pairs: a few seconds a run after compilation."""
+    config = reference_recipe("micro_wovae")
+    config.model.update(extractor_blocks=0, hr_width=8)
+    config.total_steps = total_steps
+    config.log_every, config.eval_every, config.checkpoint_every = 1, 6, 2
+    config.optimizer.update(lr=1e-3, periods=(100,), restarts=(), restart_weights=())
+    config.data.update(kind="synthetic", crop_size=(128, 128), batch_size=2)
+    config.data.synthetic.update(num_train=16, num_eval=2, image_size=(128, 128), kernel_size_range=(5, 9))
+    config.eval.update(batch_size=2, max_batches=1, grid_images=2)
+    return config
+
+
+def losses(workdir):
+    with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def leaves_close(a, b, tol=0.0):
+    return all(
+        np.allclose(x, y, rtol=0, atol=tol)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    model = train_and_evaluate(tiny_config(), workdir)
+    return workdir, model
+
+
+def test_step_learns_and_skips_non_finite_batches():
+    config = tiny_config()
+    tx = training.make_optimizer(config)
+    state = training.create_state(init_params(jax.random.key(0), training.model_config(config)), tx)
+    step = training.compile_train_step(config, tx, training.data_mesh())
+    rng = np.random.default_rng(0)
+    sharp = rng.uniform(size=(2, 128, 128, 3)).astype(np.float32)
+    batch = {"sharp": sharp, "blurry": 0.5 * sharp + 0.25}
+    first = None
+    for _ in range(8):
+        state, metrics = step(state, batch)
+        first = first if first is not None else float(metrics["loss"])
+    assert float(metrics["loss"]) < 0.97 * first and int(state.step) == 8
+    bad = {"sharp": sharp, "blurry": np.full_like(sharp, np.nan)}
+    params_before = jax.tree.map(np.asarray, state.params)
+    state, metrics = step(state, bad)
+    assert float(metrics["finite"]) == 0 and int(state.step) == 8
+    assert leaves_close(state.params, params_before)
+
+
+def test_run_writes_metrics_grid_and_a_loadable_checkpoint(uninterrupted):
+    workdir, model = uninterrupted
+    assert sorted(losses(workdir)) == [1, 2, 3, 4, 5, 6]
+    assert os.path.exists(os.path.join(workdir, "logs", "grid_00000006.png"))
+    with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
+        evals = [json.loads(line) for line in f if "eval/psnr" in line]
+    assert evals and {"eval/identity_psnr", "eval/ssim", "eval/psnr_gain"} <= set(evals[0])
+    loaded = ksj.load(workdir)
+    assert loaded.config == model.config and leaves_close(loaded.params, model.params)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+    earlier = ksj.load(workdir, step=2)
+    assert not leaves_close(earlier.params, model.params)
+
+
+def test_resume_gives_the_uninterrupted_run(uninterrupted, tmp_path):
+    workdir, model = uninterrupted
+    train_and_evaluate(tiny_config(total_steps=3), str(tmp_path))  # stops after a checkpoint at 2 and at 3
+    resumed = train_and_evaluate(tiny_config(), str(tmp_path))
+    expected = losses(workdir)
+    got = losses(str(tmp_path))
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose(
+        [got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-5
+    )
+    assert leaves_close(resumed.params, model.params, tol=1e-6)
+
+
+def test_kill_minus_9_then_resume(uninterrupted, tmp_path):
+    workdir, model = uninterrupted
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from tests.test_training import _run_slowly; _run_slowly(sys.argv[1])",
+        str(tmp_path),
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "checkpoints" / "4"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "the run did not reach its step-4 checkpoint"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = train_and_evaluate(tiny_config(), str(tmp_path))
+    expected, got = losses(workdir), losses(str(tmp_path))
+    for step in (5, 6):
+        np.testing.assert_allclose(got[step], expected[step], rtol=1e-5)
+    assert leaves_close(resumed.params, model.params, tol=1e-6)
+
+
+def _run_slowly(workdir):
+    """The tiny run with a pause after each step, so that a test can kill it between checkpoints."""
+    from kernelspace_jax import trainer
+
+    original = trainer.training.global_batch
+
+    def slow(local, sharding):
+        time.sleep(1.0)
+        return original(local, sharding)
+
+    trainer.training.global_batch = slow
+    train_and_evaluate(tiny_config(), workdir)
+
+
+def test_several_devices_give_the_same_losses(uninterrupted, tmp_path):
+    workdir, _ = uninterrupted
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    code = (
+        "import sys, jax; assert jax.device_count() == 2; "
+        "from tests.test_training import tiny_config; "
+        "from kernelspace_jax.trainer import train_and_evaluate; "
+        "train_and_evaluate(tiny_config(), sys.argv[1])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    expected, got = losses(workdir), losses(str(tmp_path))
+    np.testing.assert_allclose(
+        [got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-4
+    )
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(total_steps=8)
+    config.optimizer.lr = 1e12  # diverges within a few steps
+    with pytest.raises(training.NonFiniteLossError, match="last good checkpoint"):
+        train_and_evaluate(config, str(tmp_path))
+    model = ksj.load(str(tmp_path))
+    assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(model.params))
+    assert int(max(os.listdir(tmp_path / "checkpoints"), key=int)) < 8
+
+
+def test_batch_must_split_over_devices(tmp_path):
+    config = tiny_config()
+    config.data.batch_size = 3
+    if jax.device_count() == 1:
+        pytest.skip("needs several devices")
+    with pytest.raises(ValueError, match="multiple"):
+        train_and_evaluate(config, str(tmp_path))
