@@ -37,6 +37,7 @@ def reference_recipe(variant: str) -> ml_collections.ConfigDict:
         dict(
             kind="tfds",  # "tfds" (built datasets) or "synthetic"
             names=("gopro",),  # several names make a mix
+        repeats=(),  # with a mix: how many times each dataset is repeated (() = once each)
             data_dir="",  # TFDS data_dir ("" = its default)
             train_split="train",
             eval_split="",  # "" = each dataset's held-out split (GoPro test, REDS val)

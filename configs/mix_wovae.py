@@ -8,5 +8,7 @@ from configs.common import reference_recipe
 
 def get_config():
     config = reference_recipe("released_wovae")
-    config.data.names = ("gopro", "reds")
+    config.data.names = ("reds", "gopro")
+    config.data.repeats = (1, 10)  # the reference's dataset_weights: GoPro is much smaller than REDS
+    config.data.batch_size = 16
     return config

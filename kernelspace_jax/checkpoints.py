@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from kernelspace_jax.config import KernelSpaceConfig
 from kernelspace_jax.model import KernelSpaceModel, abstract_params
@@ -68,20 +69,6 @@ def torch_key(path: Path, config: KernelSpaceConfig) -> str:
     """The reference state_dict key of the parameter at `path` in our tree."""
     suffix = {"kernel": "weight", "bias": "bias"}[path[-1]]
     return f"{_torch_module_name(path[:-1], config)}.{suffix}"
-
-
-def _flatten(tree: Mapping) -> dict[Path, Any]:
-    return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflatten(flat: Mapping[Path, Any]) -> dict:
-    tree: dict = {}
-    for path, leaf in flat.items():
-        node = tree
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = leaf
-    return tree
 
 
 def _to_ours(array: np.ndarray) -> np.ndarray:
@@ -161,7 +148,7 @@ def params_from_state_dict(
     """
     state = _strip_wrapper(state_dict)
     config = config or infer_config(state)
-    expected = _flatten(abstract_params(config))
+    expected = traverse_util.flatten_dict(abstract_params(config))
     by_key = {torch_key(path, config): path for path in expected}
     for key in sorted(set(state) - set(by_key)):
         raise CheckpointMismatchError(f"unexpected key '{key}' for the architecture {config}")
@@ -181,17 +168,20 @@ def params_from_state_dict(
         if not np.issubdtype(value.dtype, np.floating):
             raise CheckpointMismatchError(f"'{key}' has dtype {value.dtype}, expected floating point")
         flat[path] = jnp.asarray(_to_ours(value), jnp.float32)
-    return _unflatten(flat), config
+    return traverse_util.unflatten_dict(flat), config
 
 
 def state_dict_from_params(params: Mapping, config: KernelSpaceConfig) -> dict[str, np.ndarray]:
     """Our parameter tree as a reference state_dict of numpy arrays (keys without `module.`)."""
-    return {torch_key(path, config): _to_torch(np.asarray(leaf)) for path, leaf in _flatten(params).items()}
+    return {
+        torch_key(path, config): _to_torch(np.asarray(leaf))
+        for path, leaf in traverse_util.flatten_dict(params).items()
+    }
 
 
 def check_params(params: Mapping, config: KernelSpaceConfig) -> None:
     """Raises CheckpointMismatchError naming the first parameter whose path or shape does not fit `config`."""
-    expected, got = _flatten(abstract_params(config)), _flatten(params)
+    expected, got = traverse_util.flatten_dict(abstract_params(config)), traverse_util.flatten_dict(params)
     for path in sorted(set(expected) | set(got)):
         name = "/".join(path)
         if path not in got:

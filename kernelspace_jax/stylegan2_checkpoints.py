@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from kernelspace_jax.checkpoints import CheckpointMismatchError
 from kernelspace_jax.models.stylegan2 import Generator, channel_widths, init_generator, make_kernel
@@ -85,15 +86,20 @@ def _to_ours(key: str, value: np.ndarray) -> np.ndarray:
 
 
 def _blur_kernel_keys(generator: Generator) -> list[str]:
-    return [key for j in range(generator.log_size - 2)
-            for key in (f"convs.{2 * j}.conv.blur.kernel", f"to_rgbs.{j}.upsample.kernel")]
+    return [
+        key
+        for j in range(generator.log_size - 2)
+        for key in (f"convs.{2 * j}.conv.blur.kernel", f"to_rgbs.{j}.upsample.kernel")
+    ]
 
 
 def _split_checkpoint(checkpoint: Any) -> tuple[Mapping[str, Any], Any, tuple[str, ...]]:
     """(g_ema state_dict, latent_avg or None, ignored top-level keys); a bare g_ema is accepted too."""
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointFormatError("not a StyleGAN2 checkpoint: expected a dict with a 'g_ema' entry, "
-                                    f"got {type(checkpoint).__name__}")
+        raise CheckpointFormatError(
+            "not a StyleGAN2 checkpoint: expected a dict with a 'g_ema' entry, "
+            f"got {type(checkpoint).__name__}"
+        )
     if "g_ema" in checkpoint:
         g_ema = checkpoint["g_ema"]
         if not isinstance(g_ema, Mapping) or not all(isinstance(k, str) for k in g_ema):
@@ -108,7 +114,8 @@ def _split_checkpoint(checkpoint: Any) -> tuple[Mapping[str, Any], Any, tuple[st
     if any(k.startswith(("feature_extractor.", "kernel_extractor.", "adapter.", "module.")) for k in keys):
         hint = "; it looks like a KernelWizard state_dict, which kernelspace_jax.load reads"
     raise CheckpointFormatError(
-        f"not a StyleGAN2 checkpoint: no 'g_ema' entry and no generator keys (found e.g. {keys[:3]}){hint}")
+        f"not a StyleGAN2 checkpoint: no 'g_ema' entry and no generator keys (found e.g. {keys[:3]}){hint}"
+    )
 
 
 def _max_index(state: Mapping[str, Any], prefix: str) -> int:
@@ -130,47 +137,45 @@ def infer_generator(g_ema: Mapping[str, Any], lr_mlp: float = 0.01) -> Generator
     """The `Generator` a `g_ema` state_dict describes (lr_mlp cannot be read from shapes; 0.01 as DSD)."""
     style_dim = _dim(g_ema, "conv1.conv.modulation.weight", 2, 1)
     n_rgbs = _max_index(g_ema, "to_rgbs") + 1
-    widths = (_dim(g_ema, "input.input", 4, 1),
-              *(_dim(g_ema, f"convs.{2 * j}.conv.weight", 5, 1) for j in range(n_rgbs)))
+    widths = (
+        _dim(g_ema, "input.input", 4, 1),
+        *(_dim(g_ema, f"convs.{2 * j}.conv.weight", 5, 1) for j in range(n_rgbs)),
+    )
     size = 2 ** (n_rgbs + 2)
     # the width at 64 px is 256 * channel_multiplier; explicit widths only when they fit no table
     multiplier = max(widths[4] // 256, 1) if size >= 64 else 2
     table = channel_widths(size, multiplier) == widths
-    return Generator(size=size, style_dim=style_dim, n_mlp=max(_max_index(g_ema, "style"), 0),
-                     channel_multiplier=multiplier if table else 2, channels=None if table else widths,
-                     lr_mlp=lr_mlp)
+    return Generator(
+        size=size,
+        style_dim=style_dim,
+        n_mlp=max(_max_index(g_ema, "style"), 0),
+        channel_multiplier=multiplier if table else 2,
+        channels=None if table else widths,
+        lr_mlp=lr_mlp,
+    )
 
 
 def _abstract_variables(generator: Generator) -> dict:
     return jax.eval_shape(lambda key: init_generator(generator, key), jax.random.key(0))
 
 
-def _flatten(tree: Mapping) -> dict[Path, Any]:
-    return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflatten(flat: Mapping[Path, Any]) -> dict:
-    tree: dict = {}
-    for path, leaf in flat.items():
-        node = tree
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = leaf
-    return tree
-
-
-def variables_from_g_ema(g_ema: Mapping[str, Any], generator: Generator | None = None
-                         ) -> tuple[dict, Generator, tuple[str, ...]]:
+def variables_from_g_ema(
+    g_ema: Mapping[str, Any], generator: Generator | None = None
+) -> tuple[dict, Generator, tuple[str, ...]]:
     """Converts a `g_ema` state_dict; returns (variables, generator, tolerated missing buffer keys).
 
     Raises CheckpointMismatchError naming the first unexpected key, missing parameter, wrong shape or dtype.
     """
     generator = generator or infer_generator(g_ema)
-    described = (f"Generator(size={generator.size}, style_dim={generator.style_dim}, "
-                 f"n_mlp={generator.n_mlp}, channels={generator.widths})")
-    expected = {torch_key(col, path): (col, path, leaf.shape)
-                for col, tree in _abstract_variables(generator).items()
-                for path, leaf in _flatten(tree).items()}
+    described = (
+        f"Generator(size={generator.size}, style_dim={generator.style_dim}, "
+        f"n_mlp={generator.n_mlp}, channels={generator.widths})"
+    )
+    expected = {
+        torch_key(col, path): (col, path, leaf.shape)
+        for col, tree in _abstract_variables(generator).items()
+        for path, leaf in traverse_util.flatten_dict(tree).items()
+    }
     kernels = _blur_kernel_keys(generator)
     for key in g_ema:
         if key not in expected and key not in kernels:
@@ -191,13 +196,14 @@ def variables_from_g_ema(g_ema: Mapping[str, Any], generator: Generator | None =
         value = np.asarray(g_ema[key])
         if value.shape != _torch_shape(key, shape):
             raise CheckpointMismatchError(
-                f"'{key}' has shape {value.shape}, expected {_torch_shape(key, shape)} for {described}")
+                f"'{key}' has shape {value.shape}, expected {_torch_shape(key, shape)} for {described}"
+            )
         if not np.issubdtype(value.dtype, np.floating):
             raise CheckpointMismatchError(f"'{key}' has dtype {value.dtype}, expected floating point")
         flat.setdefault(col, {})[path] = jnp.asarray(_to_ours(key, value), jnp.float32)
-    variables = {"params": _unflatten(flat["params"])}
+    variables = {"params": traverse_util.unflatten_dict(flat["params"])}
     if not any(key.startswith("noises.") for key in missing):
-        variables["buffers"] = _unflatten(flat["buffers"])
+        variables["buffers"] = traverse_util.unflatten_dict(flat["buffers"])
     return variables, generator, tuple(missing)
 
 
@@ -216,5 +222,6 @@ def load_stylegan2(source: str | os.PathLike | Mapping, lr_mlp: float = 0.01) ->
         latent_avg = np.asarray(latent_avg, np.float32)
         if latent_avg.shape != (generator.style_dim,):
             raise CheckpointMismatchError(
-                f"latent_avg has shape {latent_avg.shape}, expected ({generator.style_dim},)")
+                f"latent_avg has shape {latent_avg.shape}, expected ({generator.style_dim},)"
+            )
     return StyleGAN2Checkpoint(generator, variables, latent_avg, ignored, missing)

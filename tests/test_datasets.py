@@ -337,3 +337,33 @@ def test_clear_errors(gopro, tmp_path):
         scan_paired_folders(tmp_path / "empty" / "blur", tmp_path / "empty" / "sharp")
     with pytest.raises(FileNotFoundError, match="not built"):
         data_source("reds", "train", data_dir)
+
+
+def test_build_command_line_with_the_default_layout(tmp_path, capsys):
+    from kernelspace_jax.data import build as build_cli
+
+    config = SyntheticBlurConfig(crop_size=(HEIGHT, WIDTH), kernel_size_range=(5, 5), nonuniform_prob=0.0)
+    for split, num in (("train", 3), ("test", 2)):
+        write_paired_folders(SyntheticPairs(config, split=split, num=num), tmp_path / "pairs" / split)
+    assert build_cli.main(["paired_folders", "--manual_dir", str(tmp_path / "pairs"),
+                           "--data_dir", str(tmp_path / "tfds")]) == 0
+    out = capsys.readouterr().out
+    assert "train: 3 pairs" in out and "test: 2 pairs" in out
+    assert len(data_source("paired_folders", "test", tmp_path / "tfds")) == 2
+    assert build_cli.main(["gopro", "--manual_dir", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", ["gopro", "reds"])
+def test_built_datasets_feed_the_training_pipeline(dataset, gopro, reds):
+    from configs.common import reference_recipe
+    from kernelspace_jax.data import pipeline, sources
+
+    _, data_dir, expected = {"gopro": gopro, "reds": reds}[dataset]
+    data = reference_recipe("micro_wovae").data
+    data.update(names=(dataset,), data_dir=str(data_dir), crop_size=(32, 32), batch_size=2)
+    train, held_out = sources.build(data)
+    assert len(held_out) == len(expected["test" if dataset == "gopro" else "val"])
+    batch = next(pipeline.make_train_iterator(train, crop_size=(32, 32), batch_size=2, seed=0))
+    assert batch["sharp"].shape == batch["blurry"].shape == (2, 32, 32, 3)
+    assert batch["sharp"].dtype == np.float32 and 0 <= batch["sharp"].min() <= batch["sharp"].max() <= 1

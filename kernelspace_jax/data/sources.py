@@ -26,14 +26,15 @@ def _tfds(data: ml_collections.ConfigDict):
 
     names = tuple(data.names)
 
-    def split_source(split: str):
+    def split_source(split: str, repeats=None):
         parts = [
             tfds_builders.data_source(n, split or HELD_OUT_SPLIT[n.partition("/")[0]], data.data_dir)
             for n in names
         ]
-        return parts[0] if len(parts) == 1 else tfds_builders.MixedSource(parts)
+        return parts[0] if len(parts) == 1 else tfds_builders.MixedSource(parts, repeats)
 
-    return split_source(data.train_split), split_source(data.eval_split)
+    # Repeats weight the training mix; every held-out pair is evaluated once.
+    return split_source(data.train_split, tuple(data.repeats) or None), split_source(data.eval_split)
 
 
 def build(data: ml_collections.ConfigDict, seed: int = 0):

@@ -259,9 +259,10 @@ def build(
     if builder_name == "paired_folders":
         if config_name in ("", "default") and splits is not None and dict(splits) != DEFAULT_FOLDER_SPLITS:
             raise ValueError(f"custom splits {dict(splits)} need a config name: 'paired_folders/<name>'")
-        config = PairedFoldersConfig(
-            name=config_name or "default", splits=dict(splits or DEFAULT_FOLDER_SPLITS)
-        )
+        if config_name in ("", "default"):
+            config = "default"  # the builder's own config: TFDS refuses a new one of the same name
+        else:
+            config = PairedFoldersConfig(name=config_name, splits=dict(splits or DEFAULT_FOLDER_SPLITS))
     elif splits is not None:
         raise ValueError(f"splits is for paired_folders only; {builder_name!r} has fixed folders")
     builder = BUILDERS[builder_name](data_dir=os.fspath(data_dir), config=config, skip_bad=skip_bad)
