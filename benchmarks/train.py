@@ -19,19 +19,23 @@ import jax
 import numpy as np
 
 sys.path.insert(0, ".")
-from configs.common import reference_recipe  # noqa: E402
-from kernelspace_jax import training  # noqa: E402
-from kernelspace_jax.model import init_params  # noqa: E402
+from configs.common import reference_recipe
+from kernelspace_jax import training
+from kernelspace_jax.model import init_params
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--vae", action="store_true", help="the wVAE configuration")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the machine's peak, for the fraction")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the machine's peak, for the fraction"
+    )
     args = parser.parse_args(argv)
 
     config = reference_recipe("released_wvae" if args.vae else "released_wovae")
@@ -61,14 +65,18 @@ def main(argv=None) -> None:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
     print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}")
-    print(f"{'VAE' if args.vae else 'no VAE'}, batch {args.batch} at {args.size}x{args.size}, {args.dtype}; "
-          f"median of {args.repeats} steps after a warm-up")
+    print(
+        f"{'VAE' if args.vae else 'no VAE'}, batch {args.batch} at {args.size}x{args.size}, {args.dtype}; "
+        f"median of {args.repeats} steps after a warm-up"
+    )
     print("| compile s | step s | steps/s | images/s | GFLOP/step | TFLOP/s | of peak |")
     print("|---|---|---|---|---|---|---|")
     tflops = flops / median / 1e12
     fraction = f"{tflops / args.peak_tflops:.1%}" if args.peak_tflops else "-"
-    print(f"| {compile_s:.1f} | {median:.3f} | {1 / median:.3f} | {args.batch / median:.2f} | {flops / 1e9:.1f} | "
-          f"{tflops:.3f} | {fraction} |")
+    print(
+        f"| {compile_s:.1f} | {median:.3f} | {1 / median:.3f} | {args.batch / median:.2f} | {flops / 1e9:.1f} | "
+        f"{tflops:.3f} | {fraction} |"
+    )
 
 
 if __name__ == "__main__":

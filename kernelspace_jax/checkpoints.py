@@ -260,7 +260,7 @@ def load(path: str | os.PathLike, *, step: int | None = None, dtype=jnp.float32)
       step: which step of a folder of numbered checkpoints.
       dtype: computation dtype of the returned model (parameters are float32).
     """
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))  # Orbax wants absolute paths
     if os.path.isfile(path):
         params, config = params_from_state_dict(read_pth(path))
         return KernelSpaceModel(params, config, dtype)

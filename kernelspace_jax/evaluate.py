@@ -1,8 +1,8 @@
 """The kernel-encoding table: how well F(x, G(x, y)) reproduces held-out blurry images.
 
     python -m kernelspace_jax.evaluate --checkpoint runs/tiny --data synthetic
-    python -m kernelspace_jax.evaluate --checkpoint GOPRO_wVAE.pth --data tfds:gopro:test --data_dir ~/tensorflow_datasets
-    python -m kernelspace_jax.evaluate --checkpoint ckpt/ --data folders:pairs/test/blur:pairs/test/sharp --crop 256
+    python -m kernelspace_jax.evaluate --checkpoint GOPRO_wVAE.pth --data tfds:gopro:test --crop 256
+    python -m kernelspace_jax.evaluate --checkpoint ckpt/ --data folders:pairs/test/blur:pairs/test/sharp
 
 Prints PSNR and SSIM of the reconstruction against the blurry image, with the identity baseline
 (the sharp image itself) beside them; --json writes the same numbers to a file.
