@@ -1,15 +1,49 @@
-"""Building blocks shared by the networks, written to match PyTorch's layers exactly (NHWC)."""
+"""Building blocks shared by the networks, written to match PyTorch's layers exactly (NHWC).
+
+The convolutions are Flax modules with the parameters of `nn.Conv` / `nn.ConvTranspose` (same names,
+shapes and initialisers), computed so that XLA:CPU never meets the convolutions it runs slowly: the
+lhs-dilated ones of strided backward passes and of transposed convolutions (3/4 of their products
+are with inserted zeros, and XLA:CPU falls back to a generic loop for them), and those whose kernel is
+at least as large as their input (XLA swaps their operands, again into the generic loop). Same
+numbers up to float32 round-off:
+
+* stride 1: XLA's convolution, whose gradients are canonical stride-1 convolutions;
+* stride s > 1: XLA's strided convolution forward; backward, that of the same convolution written as
+  a sum of s*s stride-1 convolutions, one per phase of the stride (`_conv_phases`);
+* few output pixels (the 2x2 to 8x8 maps at the bottom of the U-Nets): one matmul of image patches;
+* a transposed convolution: for small inputs one matmul and an overlap-add, otherwise the transpose of
+  `_conv_phases` (the sub-pixel formulation).
+
+Strided convolutions and bias additions define their backward pass (`jax.custom_vjp`), so
+forward-mode differentiation (`jax.jvp`, `jax.jacfwd`) does not go through the convolution modules;
+reverse mode (of any order) does.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from einops import rearrange
+from jax import lax
 
 Dtype = Any
+Padding = tuple[tuple[int, int], tuple[int, int]]
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+# Convolutions with at most this many output pixels per image run as one matmul of image patches.
+PATCH_MATMUL_MAX_PIXELS = 64
+# Transposed convolutions of inputs with at most this many pixels run as a matmul and an overlap-add.
+TRANSPOSE_MATMUL_MAX_PIXELS = 1024
+# Weight gradients: images with at least this many channels are cut into row blocks (of at least
+# WEIGHT_GRAD_MIN_ROWS output rows) until the batch holds WEIGHT_GRAD_MIN_BATCH blocks.
+WEIGHT_GRAD_MIN_CHANNELS = 16
+WEIGHT_GRAD_MIN_BATCH = 8
+WEIGHT_GRAD_MIN_ROWS = 8
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
@@ -29,38 +63,315 @@ def leaky_relu(slope: float):
     return lambda x: nn.leaky_relu(x, negative_slope=slope)
 
 
-def conv(features: int, kernel: int = 3, stride: int = 1, padding: int = 1, use_bias: bool = True,
-         dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
+# ----------------------------------------------------------------------------------------------------
+# Convolution arithmetic (functional; x NHWC, w HWIO)
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
+    return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+def _pad_spatial(x: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
+    """Zero padding of axes 1 and 2 of an NHWC array; negative amounts crop (lax.pad)."""
+    if all(p == (0, 0) for p in pads):
+        return x
+    zero = jnp.zeros((), x.dtype)
+    return lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+
+
+def _patches(
+    x: jax.Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]
+) -> jax.Array:
+    """(B, H, W, C) -> (B, out_h, out_w, kh * kw * C): the (already padded) input under each window."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
+    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
+        return x[:, :oh, :ow]
+    return jnp.concatenate(
+        [
+            x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    )
+
+
+def _conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DIMENSIONS)
+
+
+def _row_blocks(batch: int, rows: int, channels: int) -> int:
+    """How many row blocks `_weight_grad` cuts each image into (1: none)."""
+    blocks = 1
+    while (channels >= WEIGHT_GRAD_MIN_CHANNELS and batch * blocks < WEIGHT_GRAD_MIN_BATCH
+           and rows % (2 * blocks) == 0 and rows // (2 * blocks) >= WEIGHT_GRAD_MIN_ROWS):
+        blocks *= 2
+    return blocks
+
+
+def _weight_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], padding: Padding) -> jax.Array:
+    """Weight gradient of the stride-1 convolution `_conv(x, w, (1, 1), padding)` at output gradient dy.
+
+    XLA computes it as a convolution whose input features are the batch images, and XLA:CPU (Eigen) is
+    2-3x slower at that with 2 or 4 of them than with 8: so each image is cut into row blocks (with the
+    kh - 1 rows of overlap they read), the blocks stacked into the batch. Same sums, in another order.
+    """
+    kh = kernel_shape[0]
+    x = _pad_spatial(x, padding)
+    batch, rows = dy.shape[:2]
+    blocks = _row_blocks(batch, rows, x.shape[-1])
+    if blocks > 1:
+        step = rows // blocks
+        x = jnp.stack([x[:, b * step:b * step + step + kh - 1] for b in range(blocks)], axis=1)
+        x = x.reshape(batch * blocks, step + kh - 1, *x.shape[3:])
+        dy = dy.reshape(batch * blocks, step, *dy.shape[2:])
+    zeros = jnp.zeros(kernel_shape, x.dtype)
+    return jax.vjp(lambda w: _conv(x, w, (1, 1), ((0, 0), (0, 0))), zeros)[1](dy)[0]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_stride1(x: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
+    """XLA's stride-1 convolution, with `_weight_grad` for its weight gradient."""
+    return _conv(x, w, (1, 1), padding)
+
+
+def _conv_stride1_fwd(x, w, padding):
+    return _conv_stride1(x, w, padding), (x, w)
+
+
+def _conv_stride1_bwd(padding, residuals, dy):
+    x, w = residuals
+    dx = jax.vjp(lambda x: _conv(x, w, (1, 1), padding), x)[1](dy)[0]
+    return dx, _weight_grad(x, dy, w.shape, padding).astype(w.dtype)
+
+
+_conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
+
+
+def _conv_phases(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding,
+                 out_hw: tuple[int, int]) -> jax.Array:
+    """A strided convolution as a sum of stride-1 ones, one per phase (i, j) of the stride.
+
+    out[m] = sum_k x_pad[s*m + k] w[k]; with k = s*a + i that is sum_i sum_a x_pad[i::s][m + a] w[i::s][a]:
+    the phase-i samples of x_pad convolved (stride 1, VALID) with the phase-i taps of w. The gradients
+    of these are stride-1 convolutions too, computing no products with the zeros a dilation would insert.
+    """
+    (kh, kw, _, _), (sh, sw) = w.shape, strides
+    x = _pad_spatial(x, padding)
+    out = None
+    for i in range(min(sh, kh)):
+        for j in range(min(sw, kw)):
+            taps = w[i::sh, j::sw]
+            rows, cols = out_hw[0] + taps.shape[0] - 1, out_hw[1] + taps.shape[1] - 1
+            samples = x[:, i:i + sh * (rows - 1) + 1:sh, j:j + sw * (cols - 1) + 1:sw]
+            y = _conv_stride1(samples, taps, ((0, 0), (0, 0)))
+            out = y if out is None else out + y
+    return out
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_strided(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
+    """A strided convolution whose backward pass uses stride-1 convolutions only (see conv2d)."""
+    return _conv(x, w, strides, padding)
+
+
+def _conv_strided_fwd(x, w, strides, padding):
+    return _conv_strided(x, w, strides, padding), (x, w)
+
+
+def _conv_strided_bwd(strides, padding, residuals, dy):
+    x, w = residuals
+    return jax.vjp(lambda x, w: _conv_phases(x, w, strides, padding, dy.shape[1:3]), x, w)[1](dy)
+
+
+_conv_strided.defvjp(_conv_strided_fwd, _conv_strided_bwd)
+
+
+def conv2d(
+    x: jax.Array, w: jax.Array, strides: tuple[int, int] = (1, 1), padding: Padding = ((0, 0), (0, 0))
+) -> jax.Array:
+    """`lax.conv_general_dilated(x, w, strides, padding)` (NHWC, HWIO, zero padding).
+
+    * few output pixels: one matmul of the image patches (its gradients are matmuls too);
+    * stride 1: XLA's convolution and its input gradient; the weight gradient is `_weight_grad`;
+    * stride s > 1: XLA's strided convolution forward; backward, that of `_conv_phases`, the same
+      convolution as a sum of stride-1 ones.
+    """
+    (kh, kw, cin, cout), strides = w.shape, tuple(strides)
+    out_hw = (
+        _out_size(x.shape[1], kh, strides[0], padding[0]),
+        _out_size(x.shape[2], kw, strides[1], padding[1]),
+    )
+    if out_hw[0] * out_hw[1] <= PATCH_MATMUL_MAX_PIXELS and kh * kw > 1:
+        patches = _patches(_pad_spatial(x, padding), (kh, kw), strides, out_hw)
+        return lax.dot_general(patches, w.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())))
+    padding = tuple(tuple(p) for p in padding)
+    if strides == (1, 1):
+        return _conv_stride1(x, w, padding)
+    return _conv_strided(x, w, strides, padding)
+
+
+def _conv_transpose_matmul(
+    y: jax.Array, w: jax.Array, input_hw: tuple[int, int], strides: tuple[int, int], padding: Padding
+) -> jax.Array:
+    """`conv2d_transpose` as one matmul (every input pixel times every tap) and an overlap-add."""
+    (kh, kw, cin, _), (sh, sw) = w.shape, strides
+    ah, aw = math.ceil(kh / sh), math.ceil(kw / sw)
+    batch, out_h, out_w = y.shape[:3]
+    # (B, h, w, kh, kw, I): x_pad[s*h + k] gets taps[h, k]. Computed as w @ y^T: XLA:CPU would copy a
+    # transposed w (up to 32 MB here) to compute y @ w^T, while y is small.
+    taps = lax.dot_general(w, y, (((3,), (3,)), ((), ()))).transpose(3, 4, 5, 0, 1, 2)
+    taps = jnp.pad(taps, ((0, 0),) * 3 + ((0, ah * sh - kh), (0, aw * sw - kw), (0, 0)))
+    taps = taps.reshape(batch, out_h, out_w, ah, sh, aw, sw, cin)
+    # With k = s*a + i, tap k of pixel h lands on phase i of cell h + a.
+    cells = sum(
+        jnp.pad(taps[:, :, :, a, :, b], ((0, 0), (a, ah - 1 - a), (b, aw - 1 - b), (0, 0), (0, 0), (0, 0)))
+        for a in range(ah)
+        for b in range(aw)
+    )
+    full = rearrange(cells, "b h w i j c -> b (h i) (w j) c")
+    lo_h, lo_w = padding[0][0], padding[1][0]
+    return _pad_spatial(
+        full, ((-lo_h, lo_h + input_hw[0] - full.shape[1]), (-lo_w, lo_w + input_hw[1] - full.shape[2]))
+    )
+
+
+def conv2d_transpose(y: jax.Array, w: jax.Array, input_hw: tuple[int, int], strides: tuple[int, int],
+                     padding: Padding) -> jax.Array:
+    """The transpose (input gradient) of `conv2d(x, w, strides, padding)` at y, for x of size input_hw.
+
+    Small y: one matmul and an overlap-add; otherwise the transpose of `_conv_phases` (stride-1
+    convolutions of y with each phase's taps, interleaved), never a convolution of a dilated y.
+    """
+    if y.shape[1] * y.shape[2] <= TRANSPOSE_MATMUL_MAX_PIXELS:
+        return _conv_transpose_matmul(y, w, input_hw, strides, padding)
+    zeros = jnp.zeros((y.shape[0], *input_hw, w.shape[2]), y.dtype)
+    return jax.vjp(lambda x: _conv_phases(x, w, strides, padding, y.shape[1:3]), zeros)[1](y)[0]
+
+
+@jax.custom_vjp
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """y + bias over the last axis; its bias gradient is a matrix-vector product, which XLA:CPU runs
+    several times faster than the equivalent column reduction."""
+    return y + bias
+
+
+def _add_bias_fwd(y, bias):
+    return y + bias, bias
+
+
+def _add_bias_bwd(bias, dy):
+    rows = dy.reshape(-1, dy.shape[-1])
+    ones = jnp.ones((rows.shape[0],), dy.dtype)
+    return dy, jnp.dot(ones, rows, preferred_element_type=jnp.float32).astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Flax modules with the parameter trees of nn.Conv and nn.ConvTranspose
+
+
+class Conv(nn.Module):
+    """`nn.Conv` (NHWC, HWIO kernel `kernel`, bias `bias`, Flax's initialisers) computed by `conv2d`."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: Padding = ((0, 0), (0, 0))
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features), self.param_dtype
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        )
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv2d(x, kernel, self.strides, self.padding)
+        return y if bias is None else add_bias(y, bias)
+
+
+class ConvTranspose(nn.Module):
+    """`nn.ConvTranspose(..., transpose_kernel=True)` (kernel (kh, kw, features, in)) via `conv2d_transpose`.
+
+    `padding` is the PyTorch ConvTranspose2d padding p (Flax's is kernel - 1 - p): the output is the
+    input gradient of a strided convolution from `features` to `in` channels with this kernel (HWIO).
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int]
+    padding: Padding
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", self.kernel_init, (*self.kernel_size, self.features, x.shape[-1]), self.param_dtype
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        )
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        size = tuple(
+            (n - 1) * s - lo - hi + k
+            for n, s, (lo, hi), k in zip(
+                x.shape[1:3], self.strides, self.padding, self.kernel_size, strict=True
+            )
+        )
+        y = conv2d_transpose(x, kernel, size, self.strides, self.padding)
+        return y if bias is None else add_bias(y, bias)
+
+
+def conv(
+    features: int,
+    kernel: int = 3,
+    stride: int = 1,
+    padding: int = 1,
+    use_bias: bool = True,
+    dtype: Dtype = jnp.float32,
+    name: str | None = None,
+) -> Conv:
     """`nn.Conv2d(in, features, kernel, stride, padding)` with zero padding; NHWC, HWIO kernel."""
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
         use_bias=use_bias,
         dtype=dtype,
-        param_dtype=jnp.float32,
         name=name,
     )
 
 
-def up_conv(features: int, use_bias: bool = True, dtype: Dtype = jnp.float32,
-            name: str | None = None) -> nn.ConvTranspose:
+def up_conv(
+    features: int, use_bias: bool = True, dtype: Dtype = jnp.float32, name: str | None = None
+) -> ConvTranspose:
     """`nn.ConvTranspose2d(in, features, 4, stride=2, padding=1)`: doubles H and W.
 
     The kernel is stored as (4, 4, features, in), so PyTorch's (in, out, kH, kW) weight maps to it by the
-    same transpose as a Conv2d weight; `transpose_kernel=True` then computes what PyTorch computes. A
-    stride-2 transposed conv with PyTorch padding p pads the dilated input by kernel - 1 - p = 2.
+    same transpose as a Conv2d weight (the parameters of Flax's `nn.ConvTranspose(features, (4, 4),
+    strides=(2, 2), padding=((2, 2), (2, 2)), transpose_kernel=True)`, which computes the same).
     """
-    return nn.ConvTranspose(
+    return ConvTranspose(
         features,
         (4, 4),
         strides=(2, 2),
-        padding=((2, 2), (2, 2)),
-        transpose_kernel=True,
+        padding=((1, 1), (1, 1)),
         use_bias=use_bias,
         dtype=dtype,
-        param_dtype=jnp.float32,
         name=name,
     )
 
@@ -87,7 +398,9 @@ class ReflectResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv3 = lambda name: conv(self.features, padding=0, use_bias=self.use_bias, dtype=self.dtype, name=name)
+        conv3 = lambda name: conv(
+            self.features, padding=0, use_bias=self.use_bias, dtype=self.dtype, name=name
+        )
         y = nn.relu(conv3("conv1")(reflect_pad(x, 1)))
         y = conv3("conv2")(reflect_pad(y, 1))
         return x + y
