@@ -164,12 +164,3 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
     model = ksj.load(str(tmp_path))
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(model.params))
     assert int(max(os.listdir(tmp_path / "checkpoints"), key=int)) < 8
-
-
-def test_batch_must_split_over_devices(tmp_path):
-    config = tiny_config()
-    config.data.batch_size = 3
-    if jax.device_count() == 1:
-        pytest.skip("needs several devices")
-    with pytest.raises(ValueError, match="multiple"):
-        train_and_evaluate(config, str(tmp_path))
