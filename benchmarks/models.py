@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from kernelspace_jax import config as configs
+from kernelspace_jax import xla_options
 from kernelspace_jax.model import abstract_params, blur, extract, init_params, kernel_shape
 from kernelspace_jax.objective import kernel_space_loss
 
@@ -52,21 +53,7 @@ REFERENCE_COUNTS = {
     },
 }
 # Dense peak TFLOP/s for float32 inputs as XLA runs them by default on these GPUs (TF32 tensor cores).
-# XLA:CPU hands convolutions and matmuls to YNNPACK by default; its kernels for this network's weight
-# gradients (convolutions with a 256x256 window) run at ~5 GFLOP/s on AVX2, Eigen's at ~70.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 KNOWN_PEAK_TFLOPS = {"H100": 494.7, "H200": 494.7, "A100": 156.0}
-
-
-def cpu_compiler_options() -> dict | None:
-    """CPU_COMPILER_OPTIONS on a CPU backend whose XLA knows them, else None."""
-    if jax.default_backend() != "cpu":
-        return None
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(1.0).compile()
-    except Exception:  # an XLA without the option
-        return None
-    return CPU_COMPILER_OPTIONS
 
 
 def parameter_counts(use_vae: bool) -> dict[str, int]:
@@ -196,7 +183,7 @@ def main(argv=None) -> None:
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    opts = None if args.stock_xla else cpu_compiler_options()
+    opts = None if args.stock_xla else xla_options.compiler_options()
     print(f"compiler options: {opts}\n")
     g = jax.jit(lambda p, x, y: extract(p, x, y, config=cfg), compiler_options=opts)
     f = jax.jit(lambda p, x, k: blur(p, x, k, config=cfg), compiler_options=opts)

@@ -25,17 +25,13 @@ from kernelspace_jax.model import init_params
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vae", action="store_true", help="the wVAE configuration")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument(
-        "--peak-tflops", type=float, default=None, help="the machine's peak, for the fraction"
-    )
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the machine's peak, for the fraction")
     args = parser.parse_args(argv)
 
     config = reference_recipe("released_wvae" if args.vae else "released_wovae")

@@ -10,6 +10,7 @@ def reference_recipe(variant: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.model = kernel_space.get_config(variant)
+    config.init_scheme = "reference"  # of a fresh model: model.INIT_SCHEMES
     config.init_from = ""  # a .pth or checkpoint to start from (the reference's pretrain_model_G)
     config.compute_dtype = "float32"  # or "bfloat16"
     config.distributed = False  # True on multi-host TPU/GPU: calls jax.distributed.initialize()
@@ -37,7 +38,7 @@ def reference_recipe(variant: str) -> ml_collections.ConfigDict:
         dict(
             kind="tfds",  # "tfds" (built datasets) or "synthetic"
             names=("gopro",),  # several names make a mix
-        repeats=(),  # with a mix: how many times each dataset is repeated (() = once each)
+            repeats=(),  # with a mix: how many times each dataset is repeated (() = once each)
             data_dir="",  # TFDS data_dir ("" = its default)
             train_split="train",
             eval_split="",  # "" = each dataset's held-out split (GoPro test, REDS val)

@@ -19,7 +19,6 @@ def get_config(variant: str = "released_wovae") -> ml_collections.ConfigDict:
     size, _, vae = variant.partition("_")
     if size not in VARIANTS or vae not in ("wovae", "wvae"):
         raise ValueError(
-            f"unknown variant {variant!r}; expected one of "
-            f"{[f'{s}_{v}' for s in VARIANTS for v in ('wovae', 'wvae')]}"
+            f"unknown variant {variant!r}; expected one of {[f'{s}_{v}' for s in VARIANTS for v in ('wovae', 'wvae')]}"
         )
     return ml_collections.ConfigDict(VARIANTS[size](use_vae=vae == "wvae").to_dict())

@@ -23,8 +23,6 @@ def get_config():
     config.data.kind = "synthetic"
     config.data.crop_size = (128, 128)
     config.data.batch_size = 4
-    config.data.synthetic.update(
-        num_train=20_000, num_eval=16, image_size=(128, 128), kernel_size_range=(15, 35)
-    )
+    config.data.synthetic.update(num_train=20_000, num_eval=16, image_size=(128, 128), kernel_size_range=(15, 35))
     config.eval.update(batch_size=4, max_batches=4, grid_images=4)
     return config

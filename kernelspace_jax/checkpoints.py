@@ -89,9 +89,7 @@ def _strip_wrapper(state: Any) -> dict[str, np.ndarray]:
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
-        raise CheckpointFormatError(
-            f"expected a state_dict (a dict of named tensors), got {type(state).__name__}"
-        )
+        raise CheckpointFormatError(f"expected a state_dict (a dict of named tensors), got {type(state).__name__}")
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
@@ -155,9 +153,7 @@ def params_from_state_dict(
     flat = {}
     for key, path in by_key.items():
         if key not in state:
-            raise CheckpointMismatchError(
-                f"missing key '{key}' (for {'/'.join(path)}) for the architecture {config}"
-            )
+            raise CheckpointMismatchError(f"missing key '{key}' (for {'/'.join(path)}) for the architecture {config}")
         value = np.asarray(state[key])
         want = expected[path].shape
         got = _to_ours(value).shape
@@ -268,18 +264,14 @@ def load(path: str | os.PathLike, *, step: int | None = None, dtype=jnp.float32)
         raise FileNotFoundError(f"no checkpoint at {path}")
     if _is_orbax_checkpoint(path):
         if step is not None:
-            raise ValueError(
-                f"{path} is a single checkpoint; step={step} applies to a folder of numbered ones"
-            )
+            raise ValueError(f"{path} is a single checkpoint; step={step} applies to a folder of numbered ones")
         return _restore_orbax(path, dtype)
     for root in (path, os.path.join(path, "checkpoints")):
         steps = _step_dirs(root) if os.path.isdir(root) else {}
         if steps:
             chosen = max(steps) if step is None else step
             if chosen not in steps:
-                raise FileNotFoundError(
-                    f"no checkpoint for step {step} in {root}; available: {sorted(steps)}"
-                )
+                raise FileNotFoundError(f"no checkpoint for step {step} in {root}; available: {sorted(steps)}")
             return _restore_orbax(steps[chosen], dtype)
     raise CheckpointFormatError(
         f"{path} is neither a .pth file, an Orbax checkpoint of {FORMAT_NAME}, nor a folder of numbered ones"

@@ -76,6 +76,4 @@ def released(use_vae: bool = False) -> KernelSpaceConfig:
 
 def micro(use_vae: bool = False) -> KernelSpaceConfig:
     """The reduced configuration of the golden parity files (nf 8, one block of each kind)."""
-    return KernelSpaceConfig(
-        nf=8, kernel_dim=64, front_blocks=1, back_blocks=1, extractor_blocks=1, use_vae=use_vae
-    )
+    return KernelSpaceConfig(nf=8, kernel_dim=64, front_blocks=1, back_blocks=1, extractor_blocks=1, use_vae=use_vae)

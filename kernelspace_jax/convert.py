@@ -17,9 +17,7 @@ from kernelspace_jax.pth import CheckpointFormatError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m kernelspace_jax.convert", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m kernelspace_jax.convert", description=__doc__.split("\n")[0])
     parser.add_argument("pth", help="KernelWizard state_dict saved by the reference (.pth)")
     parser.add_argument("out_dir", help="Orbax checkpoint folder to write (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")

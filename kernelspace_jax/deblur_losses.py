@@ -38,9 +38,15 @@ def _filter_channels(x: jax.Array, window: np.ndarray) -> jax.Array:
     """Per-channel (grouped) cross-correlation with zero "same" padding: (B, H, W, C) -> (B, H, W, C)."""
     channels, pad = x.shape[-1], window.shape[0] // 2
     kernel = jnp.broadcast_to(jnp.asarray(window)[:, :, None, None], (*window.shape, 1, channels))
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                        feature_group_count=channels, precision=_HIGHEST)
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (1, 1),
+        ((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+        precision=_HIGHEST,
+    )
 
 
 def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -70,8 +76,14 @@ def hyper_laplacian_penalty(x: jax.Array, alpha: float = 0.66, eps: float = 1e-6
     """
     channels = x.shape[-1]
     kernel = np.broadcast_to(np.stack([SOBEL_X, SOBEL_Y], axis=-1)[:, :, None, :], (3, 3, channels, 2))
-    grad = jax.lax.conv_general_dilated(x.astype(jnp.float32), jnp.asarray(kernel), (1, 1), ((1, 1), (1, 1)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST)
+    grad = jax.lax.conv_general_dilated(
+        x.astype(jnp.float32),
+        jnp.asarray(kernel),
+        (1, 1),
+        ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=_HIGHEST,
+    )
     magnitude = jnp.sqrt(jnp.sum(jnp.square(grad), axis=-1) + eps)
     return jnp.mean(magnitude**alpha)
 
@@ -81,9 +93,13 @@ def kernel_norm(kernel: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(kernel.astype(jnp.float32))))
 
 
-def perceptual_loss(vgg_params: Mapping, x: jax.Array, y: jax.Array,
-                    outputs: tuple[str, ...] = PERCEPTUAL_OUTPUTS,
-                    weights: tuple[float, ...] = PERCEPTUAL_WEIGHTS) -> jax.Array:
+def perceptual_loss(
+    vgg_params: Mapping,
+    x: jax.Array,
+    y: jax.Array,
+    outputs: tuple[str, ...] = PERCEPTUAL_OUTPUTS,
+    weights: tuple[float, ...] = PERCEPTUAL_WEIGHTS,
+) -> jax.Array:
     """`PerceptualLoss()(x, y)`: sum over `outputs` of weight * mean |VGG19(x) - VGG19(y)|; scalar.
 
     x, y: (B, H, W, 3) in [0, 1]. Like the reference, the images go into the ImageNet VGG as they are,
@@ -94,5 +110,7 @@ def perceptual_loss(vgg_params: Mapping, x: jax.Array, y: jax.Array,
     # One pass over both images: VGG has no batch-dependent layer.
     features = VGG19Features(tuple(outputs)).apply({"params": vgg_params}, jnp.concatenate([x, y]))
     batch = x.shape[0]
-    return sum(w * jnp.mean(jnp.abs(features[name][:batch] - features[name][batch:]))
-               for name, w in zip(outputs, weights, strict=True))
+    return sum(
+        w * jnp.mean(jnp.abs(features[name][:batch] - features[name][batch:]))
+        for name, w in zip(outputs, weights, strict=True)
+    )

@@ -103,8 +103,7 @@ def _expected_entries(layers: Iterator[Layer], shapes: Mapping) -> dict[str, tup
     return entries
 
 
-def _convert(state_dict: Mapping[str, np.ndarray], entries: dict[str, tuple[Path | None, tuple]],
-             what: str) -> dict:
+def _convert(state_dict: Mapping[str, np.ndarray], entries: dict[str, tuple[Path | None, tuple]], what: str) -> dict:
     """Checks every key and shape against `entries`; returns the float32 tree of the parameters."""
     for key in state_dict:
         if key not in entries:
@@ -115,9 +114,7 @@ def _convert(state_dict: Mapping[str, np.ndarray], entries: dict[str, tuple[Path
             raise CheckpointMismatchError(f"missing key '{key}' in the state_dict of {what}")
         value = np.asarray(state_dict[key])
         if value.shape != tuple(shape):
-            raise CheckpointMismatchError(
-                f"'{key}' has shape {value.shape}, expected {tuple(shape)} for {what}"
-            )
+            raise CheckpointMismatchError(f"'{key}' has shape {value.shape}, expected {tuple(shape)} for {what}")
         if path is None:
             continue
         if not np.issubdtype(value.dtype, np.floating):
@@ -140,8 +137,7 @@ def image_dip_params(state_dict: Mapping[str, np.ndarray], config: ImageDIPConfi
     return _convert(state_dict, _expected_entries(_image_dip_layers(config), shapes), f"ImageDIP {config}")
 
 
-def kernel_dip_params(state_dict: Mapping[str, np.ndarray],
-                      config: KernelDIPConfig = KERNEL_DIP_FULL) -> dict:
+def kernel_dip_params(state_dict: Mapping[str, np.ndarray], config: KernelDIPConfig = KERNEL_DIP_FULL) -> dict:
     """Converts a reference `KernelDIP` state_dict (keys `model.1.weight`, ...) for `KernelDIP(config)`.
 
     Raises CheckpointMismatchError naming the first unexpected or missing key or wrong shape.

@@ -50,26 +50,18 @@ def open_source(spec: str, data_dir: str, num: int, seed: int):
     if kind == "folders":
         blurry, _, sharp = rest.partition(":")
         return FolderPairs(blurry, sharp)
-    raise ValueError(
-        f"--data must be synthetic, tfds:<name>:<split> or folders:<blurry>:<sharp>, got {spec!r}"
-    )
+    raise ValueError(f"--data must be synthetic, tfds:<name>:<split> or folders:<blurry>:<sharp>, got {spec!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m kernelspace_jax.evaluate", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m kernelspace_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help=".pth, Orbax checkpoint, or training workdir")
     parser.add_argument("--step", type=int, default=None, help="step of a training workdir (default: latest)")
-    parser.add_argument(
-        "--data", default="synthetic", help="synthetic | tfds:<name>:<split> | folders:<blur>:<sharp>"
-    )
+    parser.add_argument("--data", default="synthetic", help="synthetic | tfds:<name>:<split> | folders:<blur>:<sharp>")
     parser.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"))
     parser.add_argument("--num", type=int, default=16, help="number of synthetic test pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic test pairs")
-    parser.add_argument(
-        "--crop", type=int, default=None, help="centre-crop side (default: full images, batch 1)"
-    )
+    parser.add_argument("--crop", type=int, default=None, help="centre-crop side (default: full images, batch 1)")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--json", default=None, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
@@ -92,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|")
     print(f"| PSNR (dB) | {table['psnr']:.2f} | {table['identity_psnr']:.2f} |")
     print(f"| SSIM | {table['ssim']:.4f} | {table['identity_ssim']:.4f} |")
+    if batch_size > 1:  # F(x, k of another pair): near psnr when F ignores k
+        print(f"| PSNR with another pair's kernel (dB) | {table['swapped_psnr']:.2f} | |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(
-                {"data": args.data, "checkpoint": args.checkpoint, "pairs": len(source), **table}, f, indent=1
-            )
+            json.dump({"data": args.data, "checkpoint": args.checkpoint, "pairs": len(source), **table}, f, indent=1)
     return 0
 
 

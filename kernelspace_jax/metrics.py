@@ -1,7 +1,9 @@
 """Evaluation of the kernel space and the writers that record training.
 
 The kernel-encoding metric of the paper: how well F(x, G(x, y)) reproduces the blurry y, as PSNR and
-SSIM against y, beside the identity baseline PSNR(x, y) (doing nothing).
+SSIM against y, beside the identity baseline PSNR(x, y) (doing nothing). A third figure tells whether
+F uses its kernel at all: PSNR against y of F(x, k') with k' the kernel of the next pair in the batch
+("swapped"). A kernel space that only learnt an average blur scores the same with either kernel.
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ import numpy as np
 from kernelspace_jax.model import KernelSpaceModel
 
 
-def reconstruction_metrics(
-    model: KernelSpaceModel, sharp: jax.Array, blurry: jax.Array
-) -> dict[str, jax.Array]:
+def reconstruction_metrics(model: KernelSpaceModel, sharp: jax.Array, blurry: jax.Array) -> dict[str, jax.Array]:
     """Per-image metrics of F(x, mean of G(x, y)) against y; inputs (B, H, W, 3) in [0, 1].
 
-    Returns {"psnr", "ssim", "identity_psnr", "identity_ssim"}, each (B,), and "reconstruction" (B, H, W, 3).
+    Returns {"psnr", "ssim", "identity_psnr", "identity_ssim", "swapped_psnr"}, each (B,), and
+    "reconstruction" (B, H, W, 3). swapped_psnr uses the kernel of pair (i + 1) % B for pair i (equal
+    to psnr when B is 1).
     """
     mean, _ = model.extract(sharp, blurry)
     reconstruction = jnp.clip(model.blur(sharp, mean), 0.0, 1.0)
+    swapped = jnp.clip(model.blur(sharp, jnp.roll(mean, -1, axis=0)), 0.0, 1.0)
     return {
         "psnr": pix.psnr(reconstruction, blurry),
+        "swapped_psnr": pix.psnr(swapped, blurry),
         "ssim": pix.ssim(reconstruction, blurry),
         "identity_psnr": pix.psnr(sharp, blurry),
         "identity_ssim": pix.ssim(sharp, blurry),

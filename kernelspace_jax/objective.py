@@ -31,8 +31,6 @@ def kernel_space_loss(
     """
     mean, sigma = extract(params, sharp, blurry, config=config, dtype=dtype)
     kernel = mean + sigma * eps
-    pixel = pixel_weight * losses.charbonnier_sum(
-        blur(params, sharp, kernel, config=config, dtype=dtype), blurry
-    )
+    pixel = pixel_weight * losses.charbonnier_sum(blur(params, sharp, kernel, config=config, dtype=dtype), blurry)
     kl = kl_weight * losses.kl_divergence_sum(mean, sigma) if config.use_vae else jnp.zeros((), jnp.float32)
     return pixel + kl, {"pixel": pixel, "kl": kl}

@@ -97,8 +97,7 @@ def _split_checkpoint(checkpoint: Any) -> tuple[Mapping[str, Any], Any, tuple[st
     """(g_ema state_dict, latent_avg or None, ignored top-level keys); a bare g_ema is accepted too."""
     if not isinstance(checkpoint, Mapping):
         raise CheckpointFormatError(
-            "not a StyleGAN2 checkpoint: expected a dict with a 'g_ema' entry, "
-            f"got {type(checkpoint).__name__}"
+            f"not a StyleGAN2 checkpoint: expected a dict with a 'g_ema' entry, got {type(checkpoint).__name__}"
         )
     if "g_ema" in checkpoint:
         g_ema = checkpoint["g_ema"]
@@ -221,7 +220,5 @@ def load_stylegan2(source: str | os.PathLike | Mapping, lr_mlp: float = 0.01) ->
     if latent_avg is not None:
         latent_avg = np.asarray(latent_avg, np.float32)
         if latent_avg.shape != (generator.style_dim,):
-            raise CheckpointMismatchError(
-                f"latent_avg has shape {latent_avg.shape}, expected ({generator.style_dim},)"
-            )
+            raise CheckpointMismatchError(f"latent_avg has shape {latent_avg.shape}, expected ({generator.style_dim},)")
     return StyleGAN2Checkpoint(generator, variables, latent_avg, ignored, missing)

@@ -28,7 +28,7 @@ def geocross(latent: jax.Array) -> jax.Array:
     a = jnp.sqrt(jnp.sum((x - y) ** 2, axis=-1) + 1e-9)
     b = jnp.sqrt(jnp.sum((x + y) ** 2, axis=-1) + 1e-9)
     dist = 2 * jnp.arctan2(a, b)
-    return jnp.sum(jnp.mean(dist ** 2 * d, axis=(1, 2)) / 6.0)
+    return jnp.sum(jnp.mean(dist**2 * d, axis=(1, 2)) / 6.0)
 
 
 def _sphere_axes(x: jax.Array) -> tuple[int, ...]:
@@ -37,7 +37,7 @@ def _sphere_axes(x: jax.Array) -> tuple[int, ...]:
 
 
 def _norm(x: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.sum(x ** 2, axis=_sphere_axes(x), keepdims=True) + SPHERE_EPS)
+    return jnp.sqrt(jnp.sum(x**2, axis=_sphere_axes(x), keepdims=True) + SPHERE_EPS)
 
 
 def sphere_radii(params: Any) -> Any:
@@ -53,14 +53,42 @@ def project_to_sphere(params: Any, radii: Any) -> Any:
     return jax.tree.map(lambda p, r: p / _norm(p) * r, params, radii)
 
 
-def spherical_step(optimizer: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any,
-                   radii: Any) -> tuple[Any, Any]:
+def spherical_step(
+    optimizer: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any, radii: Any
+) -> tuple[Any, Any]:
     """One `SphericalOptimizer.step`: the inner optimiser's step, then the projection -> (params, state).
 
     The projection does not touch the optimiser's state (Adam's moments), as in the reference.
     """
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return project_to_sphere(optax.apply_updates(params, updates), radii), opt_state
+
+
+class SphereState(NamedTuple):
+    inner: Any  # the inner optimiser's state
+    radii: Any  # sphere_radii of the parameters `init` saw
+
+
+def on_sphere(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`SphericalOptimizer(inner)` as an optax transformation: the inner step, then every array back
+    on its sphere of the radius it had at `init` (`sphere_radii`). `update` needs `params`.
+
+    The update it returns is `project_to_sphere(params + inner update) - params`, so after
+    `optax.apply_updates` the radii hold up to float32 rounding; the inner state (Adam's moments) is
+    not touched by the projection, as in the reference.
+    """
+
+    def init(params):
+        return SphereState(inner.init(params), sphere_radii(params))
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("on_sphere needs the parameters: call update(grads, state, params)")
+        updates, inner_state = inner.update(grads, state.inner, params)
+        projected = project_to_sphere(optax.apply_updates(params, updates), state.radii)
+        return jax.tree.map(jnp.subtract, projected, params), SphereState(inner_state, state.radii)
+
+    return optax.GradientTransformation(init, update)
 
 
 class TorchAdamState(NamedTuple):
@@ -75,8 +103,9 @@ def _bias_correction(decay: float, count: jax.Array) -> jax.Array:
     return -jnp.expm1(count * jnp.log1p(jnp.float32(-(1 - decay))))
 
 
-def torch_adam(learning_rate: float | optax.Schedule, b1: float = 0.9, b2: float = 0.999,
-               eps: float = 1e-8) -> optax.GradientTransformation:
+def torch_adam(
+    learning_rate: float | optax.Schedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
     """`torch.optim.Adam` (no weight decay): p -= lr(t) / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
 
     The schedule sees the step count before the step (0 first), as `LambdaLR` does. Same math as
@@ -108,6 +137,7 @@ def lr_schedule(name: str, base_lr: float, steps: int) -> optax.Schedule:
     `steps` = num_epochs * num_x_iters; the count runs over all x-steps, starting at 0 (LambdaLR's order:
     the first step uses base_lr * f(0), which is base_lr / 10 for the 1-cycle schedules).
     """
+
     def one_cycle(x, length):
         return (9 * (1 - jnp.abs(x / length - 0.5) * 2) + 1) / 10
 

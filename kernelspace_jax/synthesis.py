@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -44,6 +43,7 @@ import numpy as np
 from flax import struct
 from tqdm import tqdm
 
+from kernelspace_jax import xla_options
 from kernelspace_jax.model import MIN_SIDE, KernelSpaceModel
 
 DEFAULT_SCALE = 1.2  # std of the prior samples, as the reference's generate_blur.py
@@ -117,7 +117,7 @@ def _require_vae(model: KernelSpaceModel, what: str) -> None:
         )
 
 
-@functools.partial(jax.jit, static_argnames="fit")
+@xla_options.jit(static_argnames="fit")
 def apply_kernel(model: KernelSpaceModel, sharp: jax.Array, kernel: jax.Array, fit: str = "resize") -> jax.Array:
     """F(sharp, kernel fitted to sharp's grid), clipped: (B, H, W, 3) in [0, 1]. Jitted.
 
@@ -358,7 +358,7 @@ def pair_batches(
             }
 
 
-@jax.jit
+@xla_options.jit
 def _extract_step(model: KernelSpaceModel, keys: jax.Array, sharp: jax.Array, blurry: jax.Array):
     """G's (mean, sigma) and the kernel mean + sigma * eps of each pair, eps from keys[i]."""
     mean, sigma = model.extract(sharp, blurry)

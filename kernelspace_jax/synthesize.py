@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from kernelspace_jax import synthesis
+from kernelspace_jax import synthesis, xla_options
 from kernelspace_jax.checkpoints import load
 from kernelspace_jax.data.paired_folders import load_rgb8
 from kernelspace_jax.data.synthetic import SPLITS, SyntheticBlurConfig, SyntheticPairs, to_uint8
@@ -240,7 +240,7 @@ def render(
     return len(pending)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+@xla_options.jit(static_argnums=(2, 3, 4))
 def _draw_kernels(augment: synthesis.Augmentation, keys: jax.Array, batch: int, height: int, width: int):
     return augment.kernels(keys, batch, height, width)[0]
 

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from kernelspace_jax import checkpoints, training
+from kernelspace_jax import checkpoints, training, xla_options
 from kernelspace_jax.data import pipeline, sources
 from kernelspace_jax.metrics import MetricWriter, image_grid, reconstruction_metrics, write_png
 from kernelspace_jax.model import KernelSpaceModel, abstract_params, init_params
@@ -58,11 +58,10 @@ def _initial_params(config, model_config):
         pretrained = checkpoints.load(config.init_from)
         if pretrained.config != model_config:
             raise checkpoints.CheckpointMismatchError(
-                f"init_from={config.init_from} holds {pretrained.config}, "
-                f"but the config asks for {model_config}"
+                f"init_from={config.init_from} holds {pretrained.config}, but the config asks for {model_config}"
             )
         return pretrained.params
-    return init_params(jax.random.key(config.seed), model_config)
+    return init_params(jax.random.key(config.seed), model_config, config.get("init_scheme", "reference"))
 
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
@@ -93,9 +92,7 @@ def _restore(manager, step, abstract_state, train_iter, model_config):
         step,
         args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_state.params),
-            train_state=ocp.args.StandardRestore(
-                {"step": abstract_state.step, "opt_state": abstract_state.opt_state}
-            ),
+            train_state=ocp.args.StandardRestore({"step": abstract_state.step, "opt_state": abstract_state.opt_state}),
             data=grain.checkpoint.CheckpointRestore(train_iter),
         ),
     )
@@ -106,13 +103,11 @@ def _restore(manager, step, abstract_state, train_iter, model_config):
     )
 
 
-def evaluate(
-    model: KernelSpaceModel, batches, max_batches: int | None = None
-) -> tuple[dict[str, float], list]:
+def evaluate(model: KernelSpaceModel, batches, max_batches: int | None = None) -> tuple[dict[str, float], list]:
     """Mean kernel-encoding metrics over eval batches (padding marked `valid`=False is left out), and
     (sharp, blurry, reconstruction) triples of the first batch for a picture."""
-    metric_fn = jax.jit(reconstruction_metrics)
-    names = ("psnr", "ssim", "identity_psnr", "identity_ssim")
+    metric_fn = xla_options.jit(reconstruction_metrics)
+    names = ("psnr", "ssim", "identity_psnr", "identity_ssim", "swapped_psnr")
     totals, count, examples = dict.fromkeys(names, 0.0), 0, []
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
@@ -137,9 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Kerne
         jax.distributed.initialize()
     mesh = training.data_mesh()
     if config.data.batch_size % jax.device_count():
-        raise ValueError(
-            f"batch_size {config.data.batch_size} must be a multiple of the {jax.device_count()} devices"
-        )
+        raise ValueError(f"batch_size {config.data.batch_size} must be a multiple of the {jax.device_count()} devices")
     host_batch = config.data.batch_size // jax.process_count()
     train_source, eval_source = sources.build(config.data, config.seed)
     train_iter = pipeline.make_train_iterator(
@@ -159,9 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Kerne
     tx = training.make_optimizer(config)
     replicated = NamedSharding(mesh, P())
     abstract_state = jax.eval_shape(lambda p: training.create_state(p, tx), abstract_params(model_config))
-    abstract_state = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract_state
-    )
+    abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract_state)
 
     # Checkpoints: resume from the latest, if any.
     manager = _checkpoint_manager(workdir, config)
@@ -200,9 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Kerne
                     scalars["learning_rate"] = float(schedule(step - 1))
                     last_time, last_step = now, step
                     writer.write(step, scalars)
-                    progress.set_postfix(
-                        loss=f"{scalars['loss']:.4g}", steps_s=f"{scalars['steps_per_second']:.2f}"
-                    )
+                    progress.set_postfix(loss=f"{scalars['loss']:.4g}", steps_s=f"{scalars['steps_per_second']:.2f}")
                 if step % config.eval_every == 0 or step == config.total_steps:
                     model = KernelSpaceModel(state.params, model_config)
                     scores, examples = evaluate(
@@ -224,9 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Kerne
                     _save(manager, state, train_iter, config, model_config)
                 if stop.signal:
                     manager.wait_until_finished()
-                    log.warning(
-                        "%s received: saved step %d; run the same command to resume", stop.signal, step
-                    )
+                    log.warning("%s received: saved step %d; run the same command to resume", stop.signal, step)
                     break
     finally:
         manager.wait_until_finished()

@@ -22,6 +22,7 @@ from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from kernelspace_jax import xla_options
 from kernelspace_jax.config import KernelSpaceConfig
 from kernelspace_jax.model import Params, kernel_shape
 from kernelspace_jax.objective import kernel_space_loss
@@ -83,9 +84,7 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = TrainState(
-        step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
-    )
+    new = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state)
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
     per_image = 1.0 / sharp.shape[0]  # the reference logs sums divided by the batch size
     metrics = {
@@ -126,4 +125,10 @@ def compile_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTran
         kl_weight=config.loss.kl_weight,
         dtype=jnp.dtype(config.compute_dtype),
     )
-    return jax.jit(step, in_shardings=(replicated, batched), out_shardings=replicated, donate_argnums=0)
+    return jax.jit(
+        step,
+        in_shardings=(replicated, batched),
+        out_shardings=replicated,
+        donate_argnums=0,
+        compiler_options=xla_options.compiler_options(),
+    )

@@ -29,9 +29,7 @@ def _leaves_equal(a, b):
 
 def test_config_is_inferred_from_shapes(state):
     assert checkpoints.infer_config(state) == config.micro(use_vae=True)
-    assert checkpoints.infer_config(read_pth(GOLDEN / "kw_micro_wovae_init.pth")) == config.micro(
-        use_vae=False
-    )
+    assert checkpoints.infer_config(read_pth(GOLDEN / "kw_micro_wovae_init.pth")) == config.micro(use_vae=False)
 
 
 def test_state_dict_round_trip(state):
@@ -53,29 +51,21 @@ def test_data_parallel_prefix_and_wrapper_are_accepted(state):
 def test_wrong_shape_names_the_key(state):
     bad = dict(state)
     bad["recon_trunk.7.weight"] = np.zeros((64, 64, 5, 5), np.float32)
-    with pytest.raises(
-        checkpoints.CheckpointMismatchError, match=r"recon_trunk\.7\.weight.*\(64, 64, 3, 3\)"
-    ):
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"recon_trunk\.7\.weight.*\(64, 64, 3, 3\)"):
         checkpoints.params_from_state_dict(bad)
 
 
 def test_missing_and_unexpected_keys_are_named(state):
     missing = {k: v for k, v in state.items() if k != "adapter.model.up.1.bias"}
-    with pytest.raises(
-        checkpoints.CheckpointMismatchError, match=r"missing key 'adapter\.model\.up\.1\.bias'"
-    ):
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"missing key 'adapter\.model\.up\.1\.bias'"):
         checkpoints.params_from_state_dict(missing)
     extra = {**state, "adapter.model.extra.weight": np.zeros(3, np.float32)}
-    with pytest.raises(
-        checkpoints.CheckpointMismatchError, match=r"unexpected key 'adapter\.model\.extra\.weight'"
-    ):
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"unexpected key 'adapter\.model\.extra\.weight'"):
         checkpoints.params_from_state_dict(extra)
 
 
 def test_block_count_mismatch_against_a_given_config(state):
-    with pytest.raises(
-        checkpoints.CheckpointMismatchError, match=r"missing key 'feature_extractor\.7\.conv1"
-    ):
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"missing key 'feature_extractor\.7\.conv1"):
         checkpoints.params_from_state_dict(
             state,
             config.KernelSpaceConfig(
@@ -159,7 +149,5 @@ def test_every_architecture_field_is_inferred_from_shapes():
         nf=8, kernel_dim=64, front_blocks=2, back_blocks=3, extractor_blocks=0, use_vae=True, hr_width=16
     )
     model = ksj.init(jax.random.key(0), cfg)
-    params, inferred = checkpoints.params_from_state_dict(
-        checkpoints.state_dict_from_params(model.params, cfg)
-    )
+    params, inferred = checkpoints.params_from_state_dict(checkpoints.state_dict_from_params(model.params, cfg))
     assert inferred == cfg and _leaves_equal(params, model.params)

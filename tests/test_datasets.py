@@ -49,10 +49,7 @@ def _save_rgb48(path, rgb):
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16-bit, colour type RGB
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     )
 
 
@@ -157,17 +154,13 @@ def test_big_splits_are_sharded_without_tensorflow(tmp_path, monkeypatch):
     expected = _write_reds(tmp_path / "REDS", np.random.default_rng(4))
     builder = build("reds", tmp_path / "REDS", tmp_path / "tfds")
     assert builder.info.splits["train"].shard_lengths == [1, 1, 1]
-    assert (
-        len(list((tmp_path / "tfds" / "reds" / "default" / "1.0.0").glob("reds-train.array_record-*"))) == 3
-    )
+    assert len(list((tmp_path / "tfds" / "reds" / "default" / "1.0.0").glob("reds-train.array_record-*"))) == 3
     for split in ("train", "val"):
         _assert_split(data_source("reds", split, tmp_path / "tfds"), expected[split])
 
 
 def test_paired_folders_on_synthetic_tree(tmp_path):
-    config = SyntheticBlurConfig(
-        crop_size=(HEIGHT, WIDTH), kernel_size_range=(9, 9), nonuniform_prob=0.0, seed=5
-    )
+    config = SyntheticBlurConfig(crop_size=(HEIGHT, WIDTH), kernel_size_range=(9, 9), nonuniform_prob=0.0, seed=5)
     datasets = {split: SyntheticPairs(config, split=split, num=3) for split in ("train", "test")}
     expected = {}
     for split, dataset in datasets.items():
@@ -345,8 +338,12 @@ def test_build_command_line_with_the_default_layout(tmp_path, capsys):
     config = SyntheticBlurConfig(crop_size=(HEIGHT, WIDTH), kernel_size_range=(5, 5), nonuniform_prob=0.0)
     for split, num in (("train", 3), ("test", 2)):
         write_paired_folders(SyntheticPairs(config, split=split, num=num), tmp_path / "pairs" / split)
-    assert build_cli.main(["paired_folders", "--manual_dir", str(tmp_path / "pairs"),
-                           "--data_dir", str(tmp_path / "tfds")]) == 0
+    assert (
+        build_cli.main(
+            ["paired_folders", "--manual_dir", str(tmp_path / "pairs"), "--data_dir", str(tmp_path / "tfds")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train: 3 pairs" in out and "test: 2 pairs" in out
     assert len(data_source("paired_folders", "test", tmp_path / "tfds")) == 2

@@ -71,8 +71,11 @@ def _np_conv_relu(x, weight, bias):
     """3x3 conv, zero padding 1, then ReLU, in float64: x (B, H, W, I), weight OIHW."""
     h, w = x.shape[1:3]
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    out = sum(np.einsum("bhwi,oi->bhwo", padded[:, dy:dy + h, dx:dx + w], weight[:, :, dy, dx])
-              for dy in range(3) for dx in range(3))
+    out = sum(
+        np.einsum("bhwi,oi->bhwo", padded[:, dy : dy + h, dx : dx + w], weight[:, :, dy, dx])
+        for dy in range(3)
+        for dx in range(3)
+    )
     return np.maximum(out + bias, 0)
 
 
@@ -89,8 +92,11 @@ def test_vgg19_features_and_perceptual_loss(tmp_path):
 
     features = jax.jit(VGG19Features().apply)({"params": params}, x)
     assert {name: f.shape for name, f in features.items()} == {
-        "relu1_1": (2, 32, 48, 64), "relu2_1": (2, 16, 24, 128), "relu3_1": (2, 8, 12, 256),
-        "relu4_1": (2, 4, 6, 512), "relu5_1": (2, 2, 3, 512),
+        "relu1_1": (2, 32, 48, 64),
+        "relu2_1": (2, 16, 24, 128),
+        "relu3_1": (2, 8, 12, 256),
+        "relu4_1": (2, 4, 6, 512),
+        "relu5_1": (2, 2, 3, 512),
     }
     assert all(float(f.max()) > 0 for f in features.values())  # the random net did not die
     loss = jax.jit(perceptual_loss)
@@ -112,8 +118,7 @@ def test_perceptual_loss_against_numpy(tmp_path):
         r12 = _np_conv_relu(r11, state["features.2.weight"], state["features.2.bias"])
         return r11, _np_conv_relu(_np_maxpool(r12), state["features.5.weight"], state["features.5.bias"])
 
-    expected = sum(w * np.mean(np.abs(fx - fy))
-                   for w, fx, fy in zip(weights, features(x), features(y), strict=True))
+    expected = sum(w * np.mean(np.abs(fx - fy)) for w, fx, fy in zip(weights, features(x), features(y), strict=True))
     got = perceptual_loss(params, jnp.asarray(x), jnp.asarray(y), outputs, weights)
     assert float(got) == pytest.approx(expected, rel=1e-5)
 
@@ -127,4 +132,3 @@ def test_vgg19_loader_errors():
         vgg19_params(state, ("relu1_1",))
     with pytest.raises(ValueError, match="subset"):
         VGG19Features(("relu6_1",)).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-

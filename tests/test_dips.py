@@ -33,8 +33,9 @@ def _nhwc(array):
 
 def _assert_close(actual, reference, tol):
     """|port - ref| <= tol * max(1, max|ref|), the golden README's check."""
-    np.testing.assert_allclose(np.asarray(actual), reference, rtol=0,
-                               atol=tol * max(1.0, float(np.abs(reference).max())))
+    np.testing.assert_allclose(
+        np.asarray(actual), reference, rtol=0, atol=tol * max(1.0, float(np.abs(reference).max()))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +124,15 @@ def _output_shape(module, z_shape):
     return jax.eval_shape(lambda z: module.init_with_output(jax.random.key(0), z)[0], jnp.zeros(z_shape))
 
 
-@pytest.mark.parametrize(("config", "z_shape", "out_shape"), [
-    (ImageDIPConfig(), (1, 256, 256, 8), (1, 256, 256, 3)),
-    (IMAGE_DIP_MICRO, (1, 66, 98, 8), (1, 66, 98, 3)),  # odd sides inside: Concat centre-crops
-    # no skip branch at scale 0
-    (ImageDIPConfig(channels_down=(8, 8), channels_up=(8, 8), channels_skip=(0, 4)), (2, 8, 8, 8),
-     (2, 8, 8, 3)),
-])
+@pytest.mark.parametrize(
+    ("config", "z_shape", "out_shape"),
+    [
+        (ImageDIPConfig(), (1, 256, 256, 8), (1, 256, 256, 3)),
+        (IMAGE_DIP_MICRO, (1, 66, 98, 8), (1, 66, 98, 3)),  # odd sides inside: Concat centre-crops
+        # no skip branch at scale 0
+        (ImageDIPConfig(channels_down=(8, 8), channels_up=(8, 8), channels_skip=(0, 4)), (2, 8, 8, 8), (2, 8, 8, 3)),
+    ],
+)
 def test_image_dip_shapes(config, z_shape, out_shape):
     out = _output_shape(ImageDIP(config), z_shape)
     assert out.shape == out_shape

@@ -1,5 +1,7 @@
 """The public API of F and G: transformations, any size, dtypes, and clear errors on bad input."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -228,9 +230,7 @@ def test_config_files_describe_valid_architectures(variant):
     from configs import kernel_space
 
     cfg = ksj.KernelSpaceConfig.from_dict(kernel_space.get_config(variant))
-    assert cfg.use_vae == variant.endswith("_wvae") and cfg.nf == (
-        64 if variant.startswith("released") else 8
-    )
+    assert cfg.use_vae == variant.endswith("_wvae") and cfg.nf == (64 if variant.startswith("released") else 8)
     with pytest.raises(ValueError, match="unknown variant"):
         kernel_space.get_config("huge_wvae")
 
@@ -243,3 +243,34 @@ def test_a_generator_without_resnet_blocks_runs_at_128():
     x = jnp.full((1, 128, 128, 3), 0.5)
     mean, _ = small.extract(x, x)
     assert mean.shape == (1, 1, 1, 64) and small.blur(x, mean).shape == x.shape
+
+
+def test_kaiming_init_starts_near_the_identity_but_sees_its_kernel(inputs):
+    config = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    sharp, blurry = inputs["sharp"][:, :128, :128], inputs["blurry"][:, :128, :128]
+    sensitivity = {}
+    for scheme in model.INIT_SCHEMES:
+        fresh = ksj.model.KernelSpaceModel(model.init_params(jax.random.key(0), config, scheme), config)
+        mean, _ = fresh.extract(sharp, blurry)
+        reblurred = fresh.blur(sharp, mean)
+        assert float(jnp.abs(reblurred - sharp).mean()) < 0.15, scheme  # random images: mean |x| ~ 0.5
+        sensitivity[scheme] = float(jnp.abs(reblurred - fresh.blur(sharp, jnp.zeros_like(mean))).mean())
+    # The reference's init leaves F all but blind to k (~1e-9); kaiming makes it respond (~1e-4 here).
+    assert sensitivity["reference"] < 1e-6 < 1e-5 < sensitivity["kaiming"], sensitivity
+    with pytest.raises(ValueError, match="init scheme must be one of"):
+        model.init_params(jax.random.key(0), config, "xavier")
+
+
+def test_swapped_kernel_metric_tells_whether_f_uses_its_kernel(energized, inputs):
+    from kernelspace_jax.metrics import reconstruction_metrics
+
+    config = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    sharp = jax.image.resize(jax.random.uniform(jax.random.key(0), (2, 16, 16, 3)), (2, 256, 256, 3), "linear")
+    pair = sharp, jnp.stack([sharp[0], 0.3 + 0.4 * sharp[1]])  # two different "blurs"
+    blind = ksj.model.KernelSpaceModel(model.init_params(jax.random.key(0), config, "reference"), config)
+    out = reconstruction_metrics(blind, *pair)  # F ignores k (~1e-9): the same PSNR either way
+    np.testing.assert_allclose(out["swapped_psnr"], out["psnr"], atol=2e-4)
+    out = reconstruction_metrics(energized, *pair)  # O(1) weights: F depends on k
+    assert np.abs(np.asarray(out["swapped_psnr"] - out["psnr"])).min() > 2e-3, out
+    single = reconstruction_metrics(energized, inputs["sharp"], inputs["blurry"])
+    np.testing.assert_array_equal(single["swapped_psnr"], single["psnr"])

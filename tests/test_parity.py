@@ -34,9 +34,7 @@ def _residual_scale(golden, sharp, name):
 @pytest.mark.parametrize(("folder", "variant", "size"), CASES)
 def test_feature_extractor(micro_models, folder, variant, size):
     m, inputs, golden = micro_models[folder, variant], golden_inputs(size), _golden(folder, variant, size)
-    feats = model.network(m.config).apply(
-        {"params": m.params}, inputs["sharp"], method=lambda n, x: n.features(x)
-    )
+    feats = model.network(m.config).apply({"params": m.params}, inputs["sharp"], method=lambda n, x: n.features(x))
     assert_fingerprint(feats, golden, "feat_sharp", tol=1e-5)
 
 

@@ -54,9 +54,7 @@ def assert_same_batches(a, b):
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return SyntheticPairs(
-        SyntheticBlurConfig(crop_size=(SIZE, SIZE), kernel_size_range=(9, 15)), "train", num=24
-    )
+    return SyntheticPairs(SyntheticBlurConfig(crop_size=(SIZE, SIZE), kernel_size_range=(9, 15)), "train", num=24)
 
 
 def test_synthetic_batches(synthetic):
@@ -79,9 +77,7 @@ def test_synthetic_batches(synthetic):
                 image = image[::-1] if vflip else image
                 undone[key] = image[:, ::-1] if hflip else image
             # Candidate corners by the first pixel, then the whole windows.
-            for top, left in np.argwhere(
-                np.all(record["sharp"][:span, :span] == undone["sharp"][0, 0], axis=-1)
-            ):
+            for top, left in np.argwhere(np.all(record["sharp"][:span, :span] == undone["sharp"][0, 0], axis=-1)):
                 window = (slice(top, top + CROP), slice(left, left + CROP))
                 if all(np.array_equal(record[key][window], undone[key]) for key in undone):
                     found.append((top, left))
@@ -97,16 +93,13 @@ def test_synthetic_batches(synthetic):
         (
             True,
             True,
-            {(a, 0, 0, d) for a in (-1, 1) for d in (-1, 1)}
-            | {(0, b, c, 0) for b in (-1, 1) for c in (-1, 1)},
+            {(a, 0, 0, d) for a in (-1, 1) for d in (-1, 1)} | {(0, b, c, 0) for b in (-1, 1) for c in (-1, 1)},
         ),
     ],
 )
 def test_aligned_crops_and_augmentations(flips, rotations, expected):
     records = coordinate_records(8)
-    it = make_train_iterator(
-        records, crop_size=CROP, batch_size=8, seed=1, flips=flips, rotations=rotations, **SINGLE
-    )
+    it = make_train_iterator(records, crop_size=CROP, batch_size=8, seed=1, flips=flips, rotations=rotations, **SINGLE)
     seen = set()
     for batch in take(it, 8):
         assert batch["sharp"].dtype == np.float32 and batch["sharp"].shape == (8, CROP, CROP, 3)
@@ -118,9 +111,7 @@ def test_aligned_crops_and_augmentations(flips, rotations, expected):
 
 def test_rectangular_crops_without_rotations():
     records = coordinate_records(4, height=50, width=120)
-    batch = next(
-        make_train_iterator(records, crop_size=(32, 100), batch_size=4, seed=0, rotations=False, **SINGLE)
-    )
+    batch = next(make_train_iterator(records, crop_size=(32, 100), batch_size=4, seed=0, rotations=False, **SINGLE))
     assert batch["sharp"].shape == (4, 32, 100, 3)
     with pytest.raises(ValueError, match="square"):
         make_train_iterator(records, crop_size=(32, 100), batch_size=4, seed=0, **SINGLE)
@@ -222,24 +213,19 @@ def test_bad_records():
     small = coordinate_records(4)
     small[2] = coordinate_records(1, height=40, width=SIZE)[0] | {"id": "seq/small"}
     it = make_train_iterator(small, crop_size=CROP, batch_size=4, seed=0, **SINGLE)
-    with pytest.raises(
-        ValueError, match=r"record 2 \(id 'seq/small'\): image 40x96 is smaller than the crop 64x64"
-    ):
+    with pytest.raises(ValueError, match=r"record 2 \(id 'seq/small'\): image 40x96 is smaller than the crop 64x64"):
         next(it)
     wide = [r | {"sharp": r["sharp"].astype(np.uint16)} for r in coordinate_records(2)]
     with pytest.raises(TypeError, match="uint8 or floating"):
         next(make_train_iterator(wide, crop_size=CROP, batch_size=2, seed=0, **SINGLE))
     with pytest.raises(ValueError, match="fewer than batch_size"):
-        make_train_iterator(
-            coordinate_records(5), crop_size=CROP, batch_size=3, seed=0, shard_index=0, shard_count=2
-        )
+        make_train_iterator(coordinate_records(5), crop_size=CROP, batch_size=3, seed=0, shard_index=0, shard_count=2)
 
 
 def test_eval_covers_every_record_once():
     records = coordinate_records(11)
     shards = [
-        list(make_eval_batches(records, batch_size=2, crop_size=CROP, shard_index=s, shard_count=3))
-        for s in range(3)
+        list(make_eval_batches(records, batch_size=2, crop_size=CROP, shard_index=s, shard_count=3)) for s in range(3)
     ]
     # ceil(11 / 3) = 4 places per host, 2 batches each; host 2 has 3 records and one padding place.
     assert [len(s) for s in shards] == [2, 2, 2]

@@ -20,11 +20,7 @@ def reference_lrs(base_lr, periods, restarts, weights, eta_min, num_steps):
             lr = lr + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2
         else:
             e = epoch - last_restart
-            lr = (
-                (1 + math.cos(math.pi * e / t_max))
-                / (1 + math.cos(math.pi * (e - 1) / t_max))
-                * (lr - eta_min)
-            )
+            lr = (1 + math.cos(math.pi * e / t_max)) / (1 + math.cos(math.pi * (e - 1) / t_max)) * (lr - eta_min)
             lr += eta_min
         out.append(lr)
     return np.asarray(out)

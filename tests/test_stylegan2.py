@@ -67,8 +67,7 @@ def noise(io):
 def synth(micro):
     """Jitted synthesis from W+ latents with explicit noise: (B, 8, 32), noise list -> (B, 32, 32, 3)."""
     gen = micro.generator
-    run = jax.jit(lambda variables, latent, noise: gen.apply(variables, [latent], input_is_latent=True,
-                                                             noise=noise))
+    run = jax.jit(lambda variables, latent, noise: gen.apply(variables, [latent], input_is_latent=True, noise=noise))
     return lambda latent, noise: run(micro.variables, latent, noise)
 
 
@@ -81,6 +80,7 @@ def eager_buffer_image(micro, io):
 # ---------------------------------------------------------------------------------------------
 # Generator parity
 # ---------------------------------------------------------------------------------------------
+
 
 def test_micro_config_is_inferred(micro):
     gen = micro.generator
@@ -136,8 +136,9 @@ def test_gradients_wrt_latent_and_noise(micro, io, noise):
 
 def test_random_noise_comes_from_the_noise_rng(micro, io, eager_buffer_image):
     def sample(seed):
-        return micro.generator.apply(micro.variables, [io["latent"]], input_is_latent=True,
-                                     rngs={"noise": jax.random.key(seed)})
+        return micro.generator.apply(
+            micro.variables, [io["latent"]], input_is_latent=True, rngs={"noise": jax.random.key(seed)}
+        )
 
     a = sample(1)
     np.testing.assert_array_equal(a, sample(1))
@@ -146,8 +147,14 @@ def test_random_noise_comes_from_the_noise_rng(micro, io, eager_buffer_image):
 
 def test_style_mixing_splits_at_inject_index(micro, io, eager_buffer_image):
     w1, w2 = io["latent_b2"][:1, 0], io["latent_b2"][:1, 1]
-    _, latent = micro.generator.apply(micro.variables, [w1, w2], input_is_latent=True, inject_index=3,
-                                      noise=make_noise(jax.random.key(0), 32), return_latents=True)
+    _, latent = micro.generator.apply(
+        micro.variables,
+        [w1, w2],
+        input_is_latent=True,
+        inject_index=3,
+        noise=make_noise(jax.random.key(0), 32),
+        return_latents=True,
+    )
     np.testing.assert_array_equal(latent[:, :3], np.repeat(w1[:, None], 3, 1))
     np.testing.assert_array_equal(latent[:, 3:], np.repeat(w2[:, None], 5, 1))
 
@@ -155,8 +162,7 @@ def test_style_mixing_splits_at_inject_index(micro, io, eager_buffer_image):
 def test_full_size_shapes_with_dsd_noise_list():
     """DSD's call: 14 W+ vectors and 14 noise tensors, the 14th (512 px) unused; shapes only (eval_shape)."""
     gen = Generator()
-    dsd_noise = [jax.ShapeDtypeStruct((1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), 1), jnp.float32)
-                 for i in range(14)]
+    dsd_noise = [jax.ShapeDtypeStruct((1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), 1), jnp.float32) for i in range(14)]
 
     def forward(key, latent, noise):
         return gen.apply(init_generator(gen, key), [latent], input_is_latent=True, noise=noise)
@@ -175,15 +181,22 @@ def test_upfirdn2d_matches_direct_formula():
     padded = np.pad(stuffed, ((0, 0), (2, 0), (2, 0), (0, 0)))[:, :-1, :-1]
     flipped = kernel[::-1, ::-1]
     rows, cols = padded.shape[1] - 3 + 1, padded.shape[2] - 4 + 1
-    full = np.stack([np.stack([np.einsum("bhwc,hw->bc", padded[:, i:i + 3, j:j + 4], flipped)
-                               for j in range(cols)], 1) for i in range(rows)], 1)
-    np.testing.assert_allclose(upfirdn2d(jnp.asarray(x), jnp.asarray(kernel), up, down, pad),
-                               full[:, ::down, ::down], rtol=0, atol=1e-6)
+    full = np.stack(
+        [
+            np.stack([np.einsum("bhwc,hw->bc", padded[:, i : i + 3, j : j + 4], flipped) for j in range(cols)], 1)
+            for i in range(rows)
+        ],
+        1,
+    )
+    np.testing.assert_allclose(
+        upfirdn2d(jnp.asarray(x), jnp.asarray(kernel), up, down, pad), full[:, ::down, ::down], rtol=0, atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Converter
 # ---------------------------------------------------------------------------------------------
+
 
 def _full_state_dict():
     """The full Generator(256, 512, 8) key set with zero tensors (no 120 MB checkpoint needed)."""
@@ -206,8 +219,7 @@ def test_full_size_key_set_converts():
 
 
 def test_non_strict_quirks_missing_noise_and_extra_entries(micro):
-    g_ema = {k: v for k, v in read_pth(GOLDEN / "stylegan2_micro.pt")["g_ema"].items()
-             if not k.startswith("noises.")}
+    g_ema = {k: v for k, v in read_pth(GOLDEN / "stylegan2_micro.pt")["g_ema"].items() if not k.startswith("noises.")}
     ckpt = load_stylegan2({"g_ema": g_ema, "latent_avg": np.ones(32, np.float32), "g": {}, "d": {}})
     assert ckpt.ignored == ("g", "d")
     assert ckpt.missing_buffers == tuple(f"noises.noise_{i}" for i in range(7))
@@ -217,15 +229,22 @@ def test_non_strict_quirks_missing_noise_and_extra_entries(micro):
     assert all(jax.tree.leaves(same))
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda s: s.pop("convs.3.activate.bias"), "missing key 'convs.3.activate.bias'"),
-    (lambda s: s.update({"convs.1.conv.weight": np.zeros((1, 16, 8, 3, 3), np.float32)}),
-     r"'convs.1.conv.weight' has shape \(1, 16, 8, 3, 3\), expected \(1, 16, 16, 3, 3\)"),
-    (lambda s: s.update({"convs.1.conv.blur.kernel": np.zeros((4, 4), np.float32)}),
-     "unexpected key 'convs.1.conv.blur.kernel'"),
-    (lambda s: s.pop("style.1.weight"), "missing key 'style.1.weight'"),
-    (lambda s: s.update({"to_rgbs.1.upsample.kernel": np.ones((4, 4), np.float32)}), "blur kernel"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.pop("convs.3.activate.bias"), "missing key 'convs.3.activate.bias'"),
+        (
+            lambda s: s.update({"convs.1.conv.weight": np.zeros((1, 16, 8, 3, 3), np.float32)}),
+            r"'convs.1.conv.weight' has shape \(1, 16, 8, 3, 3\), expected \(1, 16, 16, 3, 3\)",
+        ),
+        (
+            lambda s: s.update({"convs.1.conv.blur.kernel": np.zeros((4, 4), np.float32)}),
+            "unexpected key 'convs.1.conv.blur.kernel'",
+        ),
+        (lambda s: s.pop("style.1.weight"), "missing key 'style.1.weight'"),
+        (lambda s: s.update({"to_rgbs.1.upsample.kernel": np.ones((4, 4), np.float32)}), "blur kernel"),
+    ],
+)
 def test_converter_names_the_first_mismatch(edit, message):
     g_ema = dict(read_pth(GOLDEN / "stylegan2_micro.pt")["g_ema"])
     edit(g_ema)
@@ -240,10 +259,13 @@ def test_kernel_wizard_checkpoint_is_rejected():
         load_stylegan2(KERNEL_WIZARD_PTH)
 
 
-@pytest.mark.parametrize(("checkpoint", "message"), [
-    ({"weights": np.zeros(3)}, "not a StyleGAN2 checkpoint: no 'g_ema' entry"),
-    ({"g_ema": [np.zeros(3)]}, "'g_ema' is not a state_dict"),
-])
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        ({"weights": np.zeros(3)}, "not a StyleGAN2 checkpoint: no 'g_ema' entry"),
+        ({"g_ema": [np.zeros(3)]}, "'g_ema' is not a state_dict"),
+    ],
+)
 def test_other_dicts_are_rejected(checkpoint, message):
     with pytest.raises(CheckpointFormatError, match=message):
         load_stylegan2(checkpoint)
@@ -252,6 +274,7 @@ def test_other_dicts_are_rejected(checkpoint, message):
 # ---------------------------------------------------------------------------------------------
 # Search pieces
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("batch", [1, 2])
 def test_geocross(losses_io, batch):
@@ -285,8 +308,7 @@ def test_spherical_step_latent_only(losses_io):
 
 
 def test_spherical_step_latent_and_nhwc_noise(losses_io):
-    params = {"latent": jnp.asarray(losses_io["sph_b_latent0"]),
-              "noise": jnp.asarray(nhwc(losses_io["sph_b_noise0"]))}
+    params = {"latent": jnp.asarray(losses_io["sph_b_latent0"]), "noise": jnp.asarray(nhwc(losses_io["sph_b_noise0"]))}
     weights = {"latent": losses_io["sph_b_latent_weight"], "noise": nhwc(losses_io["sph_b_noise_weight"])}
     radii, history = _run_spherical(params, weights, 3)
     assert max_err(radii["latent"], losses_io["sph_b_latent_radii"]) <= SPHERE_TOL

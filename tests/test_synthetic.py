@@ -204,9 +204,7 @@ def test_blurry_is_the_sharp_crop_blurred_by_the_record_kernels(nonuniform_prob)
 
 
 def test_noise_has_the_recorded_sigma():
-    config = dataclasses.replace(
-        SMALL, crop_size=(96, 96), nonuniform_prob=0.0, noise_sigma_range=(0.02, 0.05)
-    )
+    config = dataclasses.replace(SMALL, crop_size=(96, 96), nonuniform_prob=0.0, noise_sigma_range=(0.02, 0.05))
     record = SyntheticPairs(config, num=1)[0]
     clean = uniform_blur(record["sharp"], record["kernel"][0, 0])
     residual = (record["blurry"] - clean)[8:-8, 8:-8]

@@ -41,10 +41,7 @@ def losses(workdir):
 
 
 def leaves_close(a, b, tol=0.0):
-    return all(
-        np.allclose(x, y, rtol=0, atol=tol)
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
+    return all(np.allclose(x, y, rtol=0, atol=tol) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +77,7 @@ def test_run_writes_metrics_grid_and_a_loadable_checkpoint(uninterrupted):
     assert os.path.exists(os.path.join(workdir, "logs", "grid_00000006.png"))
     with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
         evals = [json.loads(line) for line in f if "eval/psnr" in line]
-    assert evals and {"eval/identity_psnr", "eval/ssim", "eval/psnr_gain"} <= set(evals[0])
+    assert evals and {"eval/identity_psnr", "eval/ssim", "eval/psnr_gain", "eval/swapped_psnr"} <= set(evals[0])
     loaded = ksj.load(workdir)
     assert loaded.config == model.config and leaves_close(loaded.params, model.params)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
@@ -95,9 +92,7 @@ def test_resume_gives_the_uninterrupted_run(uninterrupted, tmp_path):
     expected = losses(workdir)
     got = losses(str(tmp_path))
     assert got.keys() == expected.keys()
-    np.testing.assert_allclose(
-        [got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-5
-    )
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-5)
     assert leaves_close(resumed.params, model.params, tol=1e-6)
 
 
@@ -147,13 +142,9 @@ def test_several_devices_give_the_same_losses(uninterrupted, tmp_path):
         "from kernelspace_jax.trainer import train_and_evaluate; "
         "train_and_evaluate(tiny_config(), sys.argv[1])"
     )
-    subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True
-    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True)
     expected, got = losses(workdir), losses(str(tmp_path))
-    np.testing.assert_allclose(
-        [got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-4
-    )
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-4)
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):

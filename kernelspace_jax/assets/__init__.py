@@ -14,9 +14,7 @@ SHIPPED_CHECKPOINT = pathlib.Path(__file__).parent / "synthetic_tiny"
 def shipped_checkpoint_path() -> pathlib.Path:
     """The Orbax checkpoint folder of the shipped model (what `kernelspace_jax.load` reads)."""
     if not SHIPPED_CHECKPOINT.is_dir():
-        raise FileNotFoundError(
-            f"the shipped checkpoint is missing from {SHIPPED_CHECKPOINT}; reinstall the package"
-        )
+        raise FileNotFoundError(f"the shipped checkpoint is missing from {SHIPPED_CHECKPOINT}; reinstall the package")
     return SHIPPED_CHECKPOINT
 
 

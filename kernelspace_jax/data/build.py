@@ -19,14 +19,10 @@ from kernelspace_jax.data.paired_folders import BadPairsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m kernelspace_jax.data.build", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m kernelspace_jax.data.build", description=__doc__.split("\n")[0])
     parser.add_argument("name", help="gopro, gopro/blur_gamma, reds or paired_folders")
     parser.add_argument("--manual_dir", required=True, help="the dataset's folder")
-    parser.add_argument(
-        "--data_dir", default=os.path.expanduser("~/tensorflow_datasets"), help="TFDS data_dir"
-    )
+    parser.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"), help="TFDS data_dir")
     parser.add_argument("--skip_bad", action="store_true", help="drop bad pairs instead of stopping")
     args = parser.parse_args(argv)
     try:

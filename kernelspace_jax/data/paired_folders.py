@@ -221,9 +221,7 @@ def match_pairs(
                 f"blurry {blurry_info.height}x{blurry_info.width} (HxW)",
             )
             continue
-        report.converted += [
-            f"{path} ({info.conversion})" for path, info in files.values() if info.conversion
-        ]
+        report.converted += [f"{path} ({info.conversion})" for path, info in files.values() if info.conversion]
         pairs.append(PairRecord(key, sharp[key], blurry[key], sharp_info.height, sharp_info.width))
     report.num_pairs = len(pairs)
 

@@ -257,9 +257,7 @@ def _stack_eval(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     shapes = {ex["sharp"].shape for ex in examples}
     if len(shapes) > 1:
         sizes = ", ".join(f"record {ex['index']}: {ex['sharp'].shape}" for ex in examples)
-        raise ValueError(
-            f"cannot batch full images of different sizes ({sizes}); pass crop_size or batch_size=1"
-        )
+        raise ValueError(f"cannot batch full images of different sizes ({sizes}); pass crop_size or batch_size=1")
     return {key: np.stack([ex[key] for ex in examples]) for key in examples[0]}
 
 

@@ -28,8 +28,7 @@ def _tfds(data: ml_collections.ConfigDict):
 
     def split_source(split: str, repeats=None):
         parts = [
-            tfds_builders.data_source(n, split or HELD_OUT_SPLIT[n.partition("/")[0]], data.data_dir)
-            for n in names
+            tfds_builders.data_source(n, split or HELD_OUT_SPLIT[n.partition("/")[0]], data.data_dir) for n in names
         ]
         return parts[0] if len(parts) == 1 else tfds_builders.MixedSource(parts, repeats)
 

@@ -385,9 +385,7 @@ class SyntheticPairs:
     different splits are disjoint, and 'val'/'test' crop only held-out images.
     """
 
-    def __init__(
-        self, config: SyntheticBlurConfig | None = None, split: str | None = None, num: int | None = None
-    ):
+    def __init__(self, config: SyntheticBlurConfig | None = None, split: str | None = None, num: int | None = None):
         config = config or SyntheticBlurConfig()
         overrides = {k: v for k, v in (("split", split), ("num_examples", num)) if v is not None}
         self.config = dataclasses.replace(config, **overrides)

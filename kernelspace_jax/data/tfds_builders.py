@@ -143,9 +143,7 @@ class _PairsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     ) -> list[tfds.core.SplitInfo]:
         # TFDS's writer would need TensorFlow for splits over 1 GB (module doc); records go straight
         # to the shards instead, in id order (what disable_shuffling asks for anyway).
-        return [
-            self._write_split(split, pairs) for split, pairs in self._split_generators(dl_manager).items()
-        ]
+        return [self._write_split(split, pairs) for split, pairs in self._split_generators(dl_manager).items()]
 
     def _write_split(self, split: str, pairs: list[PairRecord]) -> tfds.core.SplitInfo:
         features = self.info.features
@@ -197,9 +195,7 @@ train/ and test/ as the manual dir: <split>/<seq>/{blur,blur_gamma,sharp}/<frame
 class PairedFoldersConfig(tfds.core.BuilderConfig):
     """splits: {split: (blurry folder, sharp folder)}, both relative to the manual dir."""
 
-    splits: Mapping[str, tuple[str, str]] = dataclasses.field(
-        default_factory=lambda: dict(DEFAULT_FOLDER_SPLITS)
-    )
+    splits: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=lambda: dict(DEFAULT_FOLDER_SPLITS))
 
 
 class PairedFolders(_PairsBuilder):
@@ -252,9 +248,7 @@ def build(
     if builder_name not in BUILDERS:
         raise ValueError(f"unknown dataset {builder_name!r} in {name!r}; expected one of {sorted(BUILDERS)}")
     if not Path(manual_dir).is_dir():
-        raise FileNotFoundError(
-            f"manual dir {manual_dir} of dataset {name!r} does not exist (or is not a folder)"
-        )
+        raise FileNotFoundError(f"manual dir {manual_dir} of dataset {name!r} does not exist (or is not a folder)")
     config: str | PairedFoldersConfig | None = config_name or None
     if builder_name == "paired_folders":
         if config_name in ("", "default") and splits is not None and dict(splits) != DEFAULT_FOLDER_SPLITS:
@@ -266,9 +260,7 @@ def build(
     elif splits is not None:
         raise ValueError(f"splits is for paired_folders only; {builder_name!r} has fixed folders")
     builder = BUILDERS[builder_name](data_dir=os.fspath(data_dir), config=config, skip_bad=skip_bad)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
-    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
     return builder
 
 

@@ -137,7 +137,7 @@ def upsample_bilinear2x(x: jax.Array) -> jax.Array:
 
 def _crop_center(x: jax.Array, height: int, width: int) -> jax.Array:
     top, left = (x.shape[1] - height) // 2, (x.shape[2] - width) // 2
-    return x[:, top:top + height, left:left + width]
+    return x[:, top : top + height, left : left + width]
 
 
 def _concat_channels(parts: list[jax.Array]) -> jax.Array:

@@ -59,9 +59,7 @@ class KernelExtractor(nn.Module):
     @nn.compact
     def __call__(self, sharp_features: jax.Array, blurry_features: jax.Array) -> jax.Array:
         x = jnp.concatenate([sharp_features, blurry_features], axis=-1)
-        x = nn.relu(
-            conv(self.nf, 7, padding=0, use_bias=False, dtype=self.dtype, name="conv_in")(reflect_pad(x, 3))
-        )
+        x = nn.relu(conv(self.nf, 7, padding=0, use_bias=False, dtype=self.dtype, name="conv_in")(reflect_pad(x, 3)))
         for i in range(UNET_DEPTH):
             width = min(self.nf * 2 ** (i + 1), self.out_channels)
             x = nn.relu(conv(width, stride=2, use_bias=False, dtype=self.dtype, name=f"down_{i}")(x))
@@ -89,9 +87,7 @@ class KernelAdapter(nn.Module):
             if level > 0:
                 x = leaky_relu(0.2)(x)
             skips.append(x)
-            x = conv(widths[level + 1], 4, stride=2, use_bias=False, dtype=self.dtype, name=f"down_{level}")(
-                x
-            )
+            x = conv(widths[level + 1], 4, stride=2, use_bias=False, dtype=self.dtype, name=f"down_{level}")(x)
         x = jnp.concatenate([x, kernel.astype(x.dtype)], axis=-1)
         for level in reversed(range(UNET_DEPTH)):
             outermost = level == 0

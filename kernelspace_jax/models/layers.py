@@ -7,16 +7,22 @@ are with inserted zeros, and XLA:CPU falls back to a generic loop for them), and
 at least as large as their input (XLA swaps their operands, again into the generic loop). Same
 numbers up to float32 round-off:
 
-* stride 1: XLA's convolution, whose gradients are canonical stride-1 convolutions;
+* stride 1: XLA's convolution and its input gradient; the weight gradient (`_weight_grad`) stacks
+  row blocks of the images into the batch, which Eigen runs 1.2-3x faster for batches of 2 or 4;
 * stride s > 1: XLA's strided convolution forward; backward, that of the same convolution written as
   a sum of s*s stride-1 convolutions, one per phase of the stride (`_conv_phases`);
 * few output pixels (the 2x2 to 8x8 maps at the bottom of the U-Nets): one matmul of image patches;
 * a transposed convolution: for small inputs one matmul and an overlap-add, otherwise the transpose of
-  `_conv_phases` (the sub-pixel formulation).
+  `_conv_phases` (the sub-pixel formulation);
+* bias gradients are matrix-vector products, not column reductions (3-10x faster on XLA:CPU).
 
-Strided convolutions and bias additions define their backward pass (`jax.custom_vjp`), so
-forward-mode differentiation (`jax.jvp`, `jax.jacfwd`) does not go through the convolution modules;
-reverse mode (of any order) does.
+On CPU, also compile with `compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}` (jaxlib
+0.10): XLA:CPU otherwise hands convolutions to YNNPACK, whose kernels for these shapes are 2-10x slower
+than Eigen's (see benchmarks/README.md).
+
+The convolutions and bias additions define their backward pass (`jax.custom_vjp`), so forward-mode
+differentiation (`jax.jvp`, `jax.jacfwd`) does not go through the convolution modules; reverse mode
+(of any order) does.
 """
 
 from __future__ import annotations
@@ -79,19 +85,13 @@ def _pad_spatial(x: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
     return lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
 
 
-def _patches(
-    x: jax.Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]
-) -> jax.Array:
+def _patches(x: jax.Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> jax.Array:
     """(B, H, W, C) -> (B, out_h, out_w, kh * kw * C): the (already padded) input under each window."""
     (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
     if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
         return x[:, :oh, :ow]
     return jnp.concatenate(
-        [
-            x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
-            for i in range(kh)
-            for j in range(kw)
-        ],
+        [x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] for i in range(kh) for j in range(kw)],
         axis=-1,
     )
 
@@ -103,8 +103,12 @@ def _conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding
 def _row_blocks(batch: int, rows: int, channels: int) -> int:
     """How many row blocks `_weight_grad` cuts each image into (1: none)."""
     blocks = 1
-    while (channels >= WEIGHT_GRAD_MIN_CHANNELS and batch * blocks < WEIGHT_GRAD_MIN_BATCH
-           and rows % (2 * blocks) == 0 and rows // (2 * blocks) >= WEIGHT_GRAD_MIN_ROWS):
+    while (
+        channels >= WEIGHT_GRAD_MIN_CHANNELS
+        and batch * blocks < WEIGHT_GRAD_MIN_BATCH
+        and rows % (2 * blocks) == 0
+        and rows // (2 * blocks) >= WEIGHT_GRAD_MIN_ROWS
+    ):
         blocks *= 2
     return blocks
 
@@ -122,7 +126,7 @@ def _weight_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], pad
     blocks = _row_blocks(batch, rows, x.shape[-1])
     if blocks > 1:
         step = rows // blocks
-        x = jnp.stack([x[:, b * step:b * step + step + kh - 1] for b in range(blocks)], axis=1)
+        x = jnp.stack([x[:, b * step : b * step + step + kh - 1] for b in range(blocks)], axis=1)
         x = x.reshape(batch * blocks, step + kh - 1, *x.shape[3:])
         dy = dy.reshape(batch * blocks, step, *dy.shape[2:])
     zeros = jnp.zeros(kernel_shape, x.dtype)
@@ -148,8 +152,9 @@ def _conv_stride1_bwd(padding, residuals, dy):
 _conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
 
 
-def _conv_phases(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding,
-                 out_hw: tuple[int, int]) -> jax.Array:
+def _conv_phases(
+    x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding, out_hw: tuple[int, int]
+) -> jax.Array:
     """A strided convolution as a sum of stride-1 ones, one per phase (i, j) of the stride.
 
     out[m] = sum_k x_pad[s*m + k] w[k]; with k = s*a + i that is sum_i sum_a x_pad[i::s][m + a] w[i::s][a]:
@@ -163,7 +168,7 @@ def _conv_phases(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: 
         for j in range(min(sw, kw)):
             taps = w[i::sh, j::sw]
             rows, cols = out_hw[0] + taps.shape[0] - 1, out_hw[1] + taps.shape[1] - 1
-            samples = x[:, i:i + sh * (rows - 1) + 1:sh, j:j + sw * (cols - 1) + 1:sw]
+            samples = x[:, i : i + sh * (rows - 1) + 1 : sh, j : j + sw * (cols - 1) + 1 : sw]
             y = _conv_stride1(samples, taps, ((0, 0), (0, 0)))
             out = y if out is None else out + y
     return out
@@ -236,8 +241,9 @@ def _conv_transpose_matmul(
     )
 
 
-def conv2d_transpose(y: jax.Array, w: jax.Array, input_hw: tuple[int, int], strides: tuple[int, int],
-                     padding: Padding) -> jax.Array:
+def conv2d_transpose(
+    y: jax.Array, w: jax.Array, input_hw: tuple[int, int], strides: tuple[int, int], padding: Padding
+) -> jax.Array:
     """The transpose (input gradient) of `conv2d(x, w, strides, padding)` at y, for x of size input_hw.
 
     Small y: one matmul and an overlap-add; otherwise the transpose of `_conv_phases` (stride-1
@@ -291,9 +297,7 @@ class Conv(nn.Module):
         kernel = self.param(
             "kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features), self.param_dtype
         )
-        bias = (
-            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = conv2d(x, kernel, self.strides, self.padding)
         return y if bias is None else add_bias(y, bias)
@@ -321,15 +325,11 @@ class ConvTranspose(nn.Module):
         kernel = self.param(
             "kernel", self.kernel_init, (*self.kernel_size, self.features, x.shape[-1]), self.param_dtype
         )
-        bias = (
-            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         size = tuple(
             (n - 1) * s - lo - hi + k
-            for n, s, (lo, hi), k in zip(
-                x.shape[1:3], self.strides, self.padding, self.kernel_size, strict=True
-            )
+            for n, s, (lo, hi), k in zip(x.shape[1:3], self.strides, self.padding, self.kernel_size, strict=True)
         )
         y = conv2d_transpose(x, kernel, size, self.strides, self.padding)
         return y if bias is None else add_bias(y, bias)
@@ -356,9 +356,7 @@ def conv(
     )
 
 
-def up_conv(
-    features: int, use_bias: bool = True, dtype: Dtype = jnp.float32, name: str | None = None
-) -> ConvTranspose:
+def up_conv(features: int, use_bias: bool = True, dtype: Dtype = jnp.float32, name: str | None = None) -> ConvTranspose:
     """`nn.ConvTranspose2d(in, features, 4, stride=2, padding=1)`: doubles H and W.
 
     The kernel is stored as (4, 4, features, in), so PyTorch's (in, out, kH, kW) weight maps to it by the
@@ -398,9 +396,7 @@ class ReflectResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv3 = lambda name: conv(
-            self.features, padding=0, use_bias=self.use_bias, dtype=self.dtype, name=name
-        )
+        conv3 = lambda name: conv(self.features, padding=0, use_bias=self.use_bias, dtype=self.dtype, name=name)
         y = nn.relu(conv3("conv1")(reflect_pad(x, 1)))
         y = conv3("conv2")(reflect_pad(y, 1))
         return x + y

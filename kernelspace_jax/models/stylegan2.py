@@ -28,8 +28,9 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 def channel_widths(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
     """Feature widths at resolutions 4, 8, ..., size: the reference's table, continued past 1024."""
     log_size = _log2(size)
-    return tuple(512 if res <= 32 else 16384 * channel_multiplier // res
-                 for res in (2 ** i for i in range(2, log_size + 1)))
+    return tuple(
+        512 if res <= 32 else 16384 * channel_multiplier // res for res in (2**i for i in range(2, log_size + 1))
+    )
 
 
 def noise_shapes(size: int) -> list[tuple[int, int, int, int]]:
@@ -46,7 +47,7 @@ def make_noise(key: jax.Array, size: int) -> list[jax.Array]:
 
 def _log2(size: int) -> int:
     log_size = int(size).bit_length() - 1
-    if size < 4 or 2 ** log_size != size:
+    if size < 4 or 2**log_size != size:
         raise ValueError(f"StyleGAN2 size must be a power of two >= 4, got {size}")
     return log_size
 
@@ -59,8 +60,7 @@ def make_kernel(taps: Sequence[float]) -> jax.Array:
     return k / k.sum()
 
 
-def upfirdn2d(x: jax.Array, kernel: jax.Array, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> jax.Array:
+def upfirdn2d(x: jax.Array, kernel: jax.Array, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)) -> jax.Array:
     """Upsample (zero insertion), pad, convolve with `kernel` per channel, downsample.
 
     x: (B, H, W, C), kernel: (kh, kw) -> (B, (H*up + pad0 + pad1 - kh) // down + 1, ..., C).
@@ -74,8 +74,11 @@ def upfirdn2d(x: jax.Array, kernel: jax.Array, up: int = 1, down: int = 1,
     x = lax.pad(x, zero, ((0, 0, 0), (p0, p1 + up - 1, up - 1), (p0, p1 + up - 1, up - 1), (0, 0, 0)))
     out_h, out_w = (x.shape[1] - kh) // down + 1, (x.shape[2] - kw) // down + 1
     flipped = jnp.flip(kernel, (0, 1)).astype(x.dtype)
-    return sum(flipped[a, b] * x[:, a:a + down * (out_h - 1) + 1:down, b:b + down * (out_w - 1) + 1:down]
-               for a in range(kh) for b in range(kw))
+    return sum(
+        flipped[a, b] * x[:, a : a + down * (out_h - 1) + 1 : down, b : b + down * (out_w - 1) + 1 : down]
+        for a in range(kh)
+        for b in range(kw)
+    )
 
 
 def fused_leaky_relu(x: jax.Array, bias: jax.Array) -> jax.Array:
@@ -85,7 +88,7 @@ def fused_leaky_relu(x: jax.Array, bias: jax.Array) -> jax.Array:
 
 def pixel_norm(x: jax.Array) -> jax.Array:
     """`PixelNorm` over the feature axis: (B, D) -> (B, D)."""
-    return x * lax.rsqrt(jnp.mean(x ** 2, axis=-1, keepdims=True) + 1e-8)
+    return x * lax.rsqrt(jnp.mean(x**2, axis=-1, keepdims=True) + 1e-8)
 
 
 class EqualLinear(nn.Module):
@@ -144,15 +147,16 @@ class ModulatedConv2d(nn.Module):
         x = x * style[:, None, None, :]
         if self.upsample:
             # conv_transpose2d(stride 2, padding 0) = conv of the 2x-dilated input, padded k-1, flipped kernel
-            out = lax.conv_general_dilated(x, jnp.flip(weight, (0, 1)), (1, 1), [(k - 1, k - 1)] * 2,
-                                           lhs_dilation=(2, 2), dimension_numbers=_DIMS)
+            out = lax.conv_general_dilated(
+                x, jnp.flip(weight, (0, 1)), (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(2, 2), dimension_numbers=_DIMS
+            )
             p = len(self.blur_kernel) - 2 - (k - 1)
             out = upfirdn2d(out, make_kernel(self.blur_kernel) * 4, pad=((p + 1) // 2 + 1, p // 2 + 1))
         else:
             out = lax.conv_general_dilated(x, weight, (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=_DIMS)
         if self.demodulate:
             # sum over (i, kh, kw) of (weight * style)^2, for every (sample, output channel)
-            demod = lax.rsqrt(style ** 2 @ jnp.sum(weight ** 2, axis=(0, 1)) + 1e-8)  # (B, out)
+            demod = lax.rsqrt(style**2 @ jnp.sum(weight**2, axis=(0, 1)) + 1e-8)  # (B, out)
             out = out * demod[:, None, None, :]
         return out
 
@@ -169,8 +173,7 @@ class StyledConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array, noise: jax.Array | None) -> jax.Array:
-        out = ModulatedConv2d(self.features, 3, upsample=self.upsample, blur_kernel=self.blur_kernel,
-                              name="conv")(x, w)
+        out = ModulatedConv2d(self.features, 3, upsample=self.upsample, blur_kernel=self.blur_kernel, name="conv")(x, w)
         strength = self.param("noise_strength", nn.initializers.zeros, (1,))  # `noise.weight`
         if noise is None:
             noise = jax.random.normal(self.make_rng("noise"), (*out.shape[:3], 1), out.dtype)
@@ -250,8 +253,9 @@ class Generator(nn.Module):
         self.input = self.param("input", nn.initializers.normal(1.0), (1, 4, 4, widths[0]))
         self.conv1 = StyledConv(widths[0], blur_kernel=self.blur_kernel)
         self.to_rgb1 = ToRGB(self.blur_kernel)
-        self.convs = [StyledConv(width, upsample=up, blur_kernel=self.blur_kernel)
-                      for width in widths[1:] for up in (True, False)]
+        self.convs = [
+            StyledConv(width, upsample=up, blur_kernel=self.blur_kernel) for width in widths[1:] for up in (True, False)
+        ]
         self.to_rgbs = [ToRGB(self.blur_kernel) for _ in widths[1:]]
         self.noises = NoiseBuffers(tuple(noise_shapes(self.size)))
 
@@ -277,10 +281,18 @@ class Generator(nn.Module):
             skip = to_rgb(out, latent[:, i + 2], skip)
         return skip
 
-    def __call__(self, styles: Sequence[jax.Array], *, noise: Sequence[jax.Array | None] | None = None,
-                 input_is_latent: bool = False, randomize_noise: bool = True, truncation: float = 1.0,
-                 truncation_latent: jax.Array | None = None, inject_index: int | jax.Array | None = None,
-                 return_latents: bool = False):
+    def __call__(
+        self,
+        styles: Sequence[jax.Array],
+        *,
+        noise: Sequence[jax.Array | None] | None = None,
+        input_is_latent: bool = False,
+        randomize_noise: bool = True,
+        truncation: float = 1.0,
+        truncation_latent: jax.Array | None = None,
+        inject_index: int | jax.Array | None = None,
+        return_latents: bool = False,
+    ):
         """The reference's `forward`: the image (B, size, size, 3), or (image, latent) if return_latents.
 
         styles: one or two arrays: z (B, style_dim), or w (B, style_dim) / w+ (B, n_latent, style_dim) with

@@ -30,11 +30,7 @@ def fan_in(kernel_shape: tuple[int, ...]) -> int:
 def kernel_shapes(abstract: Mapping) -> dict[tuple[str, ...], tuple[int, ...]]:
     """{path of a conv module: shape of its kernel} for every `kernel` leaf of a parameter tree."""
     leaves = jax.tree_util.tree_flatten_with_path(abstract)[0]
-    return {
-        tuple(k.key for k in path[:-1]): tuple(leaf.shape)
-        for path, leaf in leaves
-        if path[-1].key == "kernel"
-    }
+    return {tuple(k.key for k in path[:-1]): tuple(leaf.shape) for path, leaf in leaves if path[-1].key == "kernel"}
 
 
 def conv_default(path: tuple[str, ...], shape: tuple[int, ...], kernel_shapes: Mapping) -> tuple[str, float]:

@@ -86,8 +86,7 @@ class VGG19Features(nn.Module):
         return features
 
 
-def vgg19_params(state_dict: Mapping[str, np.ndarray],
-                 outputs: Sequence[str] = PERCEPTUAL_OUTPUTS) -> dict:
+def vgg19_params(state_dict: Mapping[str, np.ndarray], outputs: Sequence[str] = PERCEPTUAL_OUTPUTS) -> dict:
     """Parameters of `VGG19Features(outputs)` from a torchvision vgg19 state_dict (other keys ignored).
 
     Raises CheckpointMismatchError naming the first missing key or wrong shape.
@@ -106,8 +105,7 @@ def vgg19_params(state_dict: Mapping[str, np.ndarray],
                 )
         weight = np.asarray(state_dict[f"features.{index}.weight"]).transpose(2, 3, 1, 0)  # OIHW -> HWIO
         bias = np.asarray(state_dict[f"features.{index}.bias"])
-        params[layer.name] = {"kernel": jnp.asarray(weight, jnp.float32),
-                              "bias": jnp.asarray(bias, jnp.float32)}
+        params[layer.name] = {"kernel": jnp.asarray(weight, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
     return params
 
 

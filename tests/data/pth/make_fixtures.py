@@ -1,6 +1,6 @@
 """Writes the small torch.save fixtures of test_pth.py. Needs PyTorch (the tests do not).
 
-    python tests/data/pth/make_fixtures.py   # with torch installed; writes beside this file
+python tests/data/pth/make_fixtures.py   # with torch installed; writes beside this file
 """
 
 import collections

@@ -1,0 +1,207 @@
+"""Speed and memory of the deblurring search (kernelspace_jax.search) at 256x256.
+
+    python benchmarks/deblur.py                 # batches 1, 4, 8; reference objective (random VGG19)
+    python benchmarks/deblur.py --quick         # fewer timed steps
+    python benchmarks/deblur.py --objective fallback --batches 1,8
+    python benchmarks/deblur.py --memory 256,512,720x1280   # XLA's buffer sizes per resolution
+
+The released configuration of F (random weights: speed does not depend on them), the full priors of
+configs/deblur_generic.py, and the reference objective with randomly initialised VGG19 weights (what
+the reference's ~2.5 s per step on a 2-core CPU includes) unless --objective fallback. For every batch
+size: the compile time of one search chunk, the median time per step (after a warm-up chunk), the
+time per image and step, and the whole reference run (300 warm-up + 5000 steps) per image. A second
+iteration count is run through the same compiled chunk to show that nothing is recompiled. Memory:
+XLA's buffer assignment of the compiled chunk (arguments + outputs + temporaries, the peak a device
+needs), and on GPUs the allocator's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs.deblur_generic import get_config
+from kernelspace_jax import config as configs
+from kernelspace_jax import search
+from kernelspace_jax.model import init
+from kernelspace_jax.models.vgg import VGG19Features
+
+REFERENCE_STEPS = 300 + 5000
+REFERENCE_CPU_STEP_S = 2.5  # the reference (PyTorch, VGG objective) on the 2-core development CPU
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; {cpu}"
+
+
+def _inputs(model, batch, height, width, config, vgg):
+    """What `search.run_chunk` takes for a batch of random blurry images at height x width."""
+    settings = search.settings_from_config(config, model, vgg is not None)
+    blurry = jax.random.uniform(jax.random.key(1), (batch, height, width, 3))
+    kernels = jnp.zeros((batch, *model.kernel_shape(height, width)))
+    keys = jax.random.split(jax.random.key(0), batch)
+    state = search.init_states(keys, blurry, kernels, settings=settings)
+    return settings, state, blurry, kernels
+
+
+def memory_bytes(compiled) -> int | None:
+    """Arguments + outputs + temporaries of XLA's buffer assignment (aliased buffers counted once)."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:
+        return None
+    if stats is None:
+        return None
+    return (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    )
+
+
+def bench_batch(model, config, vgg, batch, size, timed_chunks):
+    settings, state, blurry, kernels = _inputs(model, batch, size, size, config, vgg)
+    counts = (np.int32(config.num_warmup_iters), np.int32(config.num_iters))
+    start = time.perf_counter()
+    compiled = search.run_chunk.lower(
+        state, blurry, kernels, np.int32(0), *counts, model, vgg, settings=settings
+    ).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for i in range(timed_chunks + 1):
+        # Main-phase steps (t >= warm-up): F and the objective run, as in 5000 of the 5300 steps.
+        t0 = np.int32(config.num_warmup_iters + i * settings.chunk_size)
+        start = time.perf_counter()
+        state, loss = compiled(state, blurry, kernels, t0, *counts, model, vgg)
+        loss.block_until_ready()
+        if i:  # the first call warms up
+            times.append((time.perf_counter() - start) / settings.chunk_size)
+    peak = None
+    if jax.default_backend() == "gpu":
+        peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
+    return {
+        "batch": batch,
+        "compile_s": compile_s,
+        "step_s": statistics.median(times),
+        "buffers": memory_bytes(compiled),
+        "peak": peak,
+    }
+
+
+def retrace_check(model, config, vgg, size) -> tuple[int, float, float]:
+    """deblur() of one image with chunk_size, then 3 x chunk_size main steps; returns (traces during the
+    second call, seconds of each call)."""
+    blurry = jax.random.uniform(jax.random.key(1), (1, size, size, 3))
+    seconds, traces = [], 0
+    for num_iters in (config.chunk_size, 3 * config.chunk_size):
+        c = config.copy_and_resolve_references()
+        c.update(num_iters=num_iters, num_warmup_iters=0)
+        traces = search.trace_count()
+        start = time.perf_counter()
+        search.deblur(model, blurry, jax.random.key(0), c, vgg_params=vgg)
+        seconds.append(time.perf_counter() - start)
+    return search.trace_count() - traces, *seconds
+
+
+def memory_table(model, config, vgg, sizes):
+    rows = []
+    variants = {
+        "float32": {},
+        "bfloat16 F": {"compute_dtype": "bfloat16"},
+        "remat": {"remat": True},
+        "bfloat16 F + remat": {"compute_dtype": "bfloat16", "remat": True},
+    }
+    for size in sizes:
+        height, width = size
+        for name, overrides in variants.items():
+            c = config.copy_and_resolve_references()
+            c.update(**overrides)
+            m = model.with_dtype(jnp.dtype(c.compute_dtype))
+            settings, state, blurry, kernels = _inputs(m, 1, height, width, c, vgg)
+            counts = (np.int32(c.num_warmup_iters), np.int32(c.num_iters))
+            start = time.perf_counter()
+            compiled = search.run_chunk.lower(
+                state, blurry, kernels, np.int32(0), *counts, m, vgg, settings=settings
+            ).compile()
+            rows.append((f"{height}x{width}", name, memory_bytes(compiled), time.perf_counter() - start))
+            print(f"  {rows[-1][0]} {name}: {rows[-1][2] / 2**30:.2f} GiB", flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 timed chunk of 2 steps per batch size")
+    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--objective", choices=("reference", "fallback"), default="reference")
+    parser.add_argument("--memory", default="", help="also XLA buffer sizes at these sizes, e.g. 256,720x1280")
+    args = parser.parse_args(argv)
+
+    print(machine(), flush=True)
+    model = init(jax.random.key(0), configs.released())
+    config = get_config()
+    config.objective = args.objective
+    config.chunk_size = 2 if args.quick else 5
+    timed_chunks = 1 if args.quick else 3
+    vgg = None
+    if args.objective == "reference":
+        vgg = VGG19Features().init(jax.random.key(2), jnp.zeros((1, 32, 32, 3)))["params"]
+
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        rows.append(bench_batch(model, config, vgg, batch, args.size, timed_chunks))
+        print(f"  batch {batch}: {rows[-1]}", flush=True)
+    new_traces, first_s, second_s = retrace_check(model, config, vgg, args.size)
+
+    single = rows[0]["step_s"] / rows[0]["batch"]
+    gib = lambda b: f"{b / 2**30:.2f}" if b else "n/a"
+    print(
+        f"\nsearch at {args.size}x{args.size}, objective {args.objective}, full priors, released F "
+        f"(random weights), {timed_chunks} x {config.chunk_size} timed steps after a warm-up chunk\n"
+    )
+    print(
+        "| batch | compile (s) | s / step | s / image-step | vs batch 1 | whole run / image (5300 steps) "
+        "| buffers (GiB) | GPU peak (GiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        per_image = r["step_s"] / r["batch"]
+        whole = per_image * REFERENCE_STEPS
+        print(
+            f"| {r['batch']} | {r['compile_s']:.0f} | {r['step_s']:.2f} | {per_image:.3f} | "
+            f"{per_image / single:.2f} | {whole / 60:.0f} min | {gib(r['buffers'])} | {gib(r['peak'])} |"
+        )
+    if args.objective == "reference" and jax.default_backend() == "cpu":
+        print(
+            f"\nreference (PyTorch, one image) on the 2-core development CPU: ~{REFERENCE_CPU_STEP_S} s / step, "
+            f"{REFERENCE_CPU_STEP_S * REFERENCE_STEPS / 60:.0f} min per image"
+        )
+    print(
+        f"\nrecompiles for a second iteration count: {new_traces} "
+        f"(deblur() with {config.chunk_size} and {3 * config.chunk_size} steps: {first_s:.1f} s, {second_s:.1f} s)"
+    )
+
+    if args.memory:
+        sizes = [tuple(int(v) for v in s.split("x")) if "x" in s else (int(s), int(s)) for s in args.memory.split(",")]
+        print("\nXLA buffers of one search chunk, batch 1:")
+        table = memory_table(model, config, vgg, sizes)
+        print("| image | variant | buffers (GiB) | compile (s) |\n|---|---|---|---|")
+        for size, name, size_bytes, seconds in table:
+            print(f"| {size} | {name} | {gib(size_bytes)} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Image files for deblur.py: finding inputs, reading them as RGB floats, writing PNGs atomically.
+
+Inputs are files, folders (searched recursively for IMAGE_SUFFIXES, hidden files skipped) or glob
+patterns. An image's *name* is its path relative to the folder it was found in, without the suffix
+(for a file or a glob match: its stem); outputs are written under that name.
+
+Reading converts what is not 8-bit RGB by `data.paired_folders.load_rgb8`'s rule and says so:
+grayscale -> R = G = B, palette -> its colours, alpha (RGBA, gray+alpha, PNG transparency) dropped
+(colours as stored), 16-bit samples v -> v >> 8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from kernelspace_jax.data.paired_folders import load_rgb8
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+
+
+class ImageInputError(ValueError):
+    """An input image cannot be used (unreadable, too small, too large); the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputImage:
+    """One input: its output name, file, size in pixels, and how it is converted (None: 8-bit RGB)."""
+
+    name: str
+    path: Path
+    height: int
+    width: int
+    conversion: str | None = None
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def find_images(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """(name, file) of every image the specs (files, folders, globs) name, sorted by name.
+
+    Raises FileNotFoundError for a spec that matches nothing and ValueError for two files that would
+    get the same name (e.g. a.png and a.jpg).
+    """
+    found: dict[str, list[Path]] = {}
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not files:
+                raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}")
+            named = [(p.relative_to(path).with_suffix("").as_posix(), p) for p in files]
+        elif path.is_file():
+            named = [(path.stem, path)]
+        else:
+            files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if _is_image(Path(p)))
+            if not files:
+                raise FileNotFoundError(f"{spec!r} is not a file or folder and matches no image")
+            named = [(p.stem, p) for p in files]
+        for name, file in named:
+            found.setdefault(name, [])
+            if file.resolve() not in [f.resolve() for f in found[name]]:
+                found[name].append(file)
+    clashes = {name: files for name, files in found.items() if len(files) > 1}
+    if clashes:
+        example = "; ".join(f"{name}: {', '.join(map(str, files))}" for name, files in list(clashes.items())[:5])
+        raise ValueError(
+            f"{len(clashes)} output names would be shared by several inputs ({example}); "
+            "rename them or deblur them separately"
+        )
+    return sorted((name, files[0]) for name, files in found.items())
+
+
+def _describe(image: Image.Image, path: Path) -> str | None:
+    """None for 8-bit RGB without transparency, else what the file holds (e.g. '16-bit RGBA')."""
+    if image.format == "PNG":
+        with open(path, "rb") as file:
+            head = file.read(26)  # signature, IHDR length and type, width, height, bit depth, colour type
+        depth, color = head[24], head[25]
+        if depth == 8 and color == 2 and "transparency" not in image.info:
+            return None
+        alpha = " with transparency" if "transparency" in image.info else ""
+        return f"{depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')}{alpha}"
+    if image.mode == "RGB":
+        return None
+    return f"{image.format} mode {image.mode}"
+
+
+def inspect_image(name: str, path: str | os.PathLike, *, min_side: int, max_pixels: int) -> InputImage:
+    """Reads the header of `path` and checks its size: min_side <= both sides, H * W <= max_pixels.
+
+    Raises ImageInputError naming the file and what is wrong.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            conversion = _describe(image, path)
+    except Exception as error:  # Pillow raises many kinds for a broken or foreign file
+        raise ImageInputError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
+    if min(height, width) < min_side:
+        raise ImageInputError(f"{path} is {width}x{height} (WxH); both sides must be at least {min_side} pixels")
+    if height * width > max_pixels:
+        raise ImageInputError(
+            f"{path} is {width}x{height} (WxH), {height * width / 1e6:.1f} Mpx, above max_pixels "
+            f"{max_pixels / 1e6:.1f} Mpx. Raise --config.max_pixels if the device has the memory "
+            "(see README, 'Memory'), or downscale the image"
+        )
+    return InputImage(name, path, height, width, conversion)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1], converted as the module docstring says; ImageInputError if broken."""
+    try:
+        return load_rgb8(path).astype(np.float32) / 255.0
+    except Exception as error:
+        raise ImageInputError(f"{path}: cannot decode the image ({type(error).__name__}: {error})") from error
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8, rounded and clipped; same shape."""
+    return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray, text: Mapping[str, str] | None = None) -> None:
+    """Writes uint8 (H, W, 3) as a PNG with `text` chunks, atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, str(value))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            Image.fromarray(image).save(file, format="PNG", pnginfo=info)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def png_text(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of a PNG written by `write_png`."""
+    with Image.open(path) as image:
+        return dict(getattr(image, "text", {}))

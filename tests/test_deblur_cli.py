@@ -1,0 +1,181 @@
+"""deblur.py end to end, in-process, on a saved micro kernel space: outputs, resume, evaluation, demo,
+bad inputs. Every search here runs batches of two images padded to 128x128 with the TINY settings of
+test_search.py, so the whole file compiles one search chunk."""
+
+import json
+import pathlib
+import sys
+
+import dm_pix as pix
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import deblur
+import kernelspace_jax as ksj
+from kernelspace_jax import search
+from kernelspace_jax.data import synthetic
+from kernelspace_jax.images import png_text, read_image
+from tests.test_search import tiny_model
+
+# ml_collections loads config files with importlib's deprecated load_module().
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = [
+    f"--config={ROOT / 'configs' / 'deblur_generic.py'}:local",
+    "--config.image_dip.channels_down=(4,)",
+    "--config.image_dip.channels_up=(4,)",
+    "--config.image_dip.channels_skip=(2,)",
+    "--config.kernel_dip.nf=2",
+    "--config.kernel_dip.n_blocks=0",
+    "--config.num_warmup_iters=4",
+    "--config.num_iters=8",
+    "--config.chunk_size=1",
+    "--config.x_lr=0.01",
+    "--config.k_lr=0.01",
+    "--batch-size=2",
+    "--noprogress",
+]
+
+
+def save_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A checkpoint, four held-out synthetic 64x48 pairs (blur/<name>.png, sharp/<name>.png), and a
+    first run over two of them into out/."""
+    root = tmp_path_factory.mktemp("cli")
+    ckpt = ksj.save(tiny_model(), root / "ckpt")
+    pairs = synthetic.SyntheticPairs(
+        synthetic.SyntheticBlurConfig(crop_size=(48, 64), kernel_size_range=(5, 9)), split="test", num=4
+    )
+    names = ["a", "b", "sub/c", "sub/d"]
+    for name, index in zip(names, range(4), strict=True):
+        for kind, folder in (("blurry", "blur"), ("sharp", "sharp")):
+            save_png(root / folder / f"{name}.png", synthetic.to_uint8(pairs[index][kind]))
+    args = ["--checkpoint", ckpt, "--output", str(root / "out"), *TINY]
+    code = deblur.main(
+        [*args, "--compare", "--input", str(root / "blur" / "a.png"), "--input", str(root / "blur" / "b.png")]
+    )
+    assert code == 0
+    return {"root": root, "args": args, "names": names}
+
+
+def log_lines(out):
+    return [json.loads(line) for line in (out / "deblur_log.jsonl").read_text().splitlines()]
+
+
+def test_outputs_and_their_record(workspace):
+    out = workspace["root"] / "out"
+    for name in ("a", "b"):
+        sharp, reblurred = read_image(out / f"{name}.png"), read_image(out / f"{name}_reblurred.png")
+        assert sharp.shape == reblurred.shape == (48, 64, 3)
+        assert read_image(out / f"{name}_compare.png").shape == (48, 3 * 64 + 2 * 4, 3)
+        text = png_text(out / f"{name}.png")
+        assert text["objective"] == "fallback" and text["status"] == "ok" and text["num_iters"] == "8"
+    assert [r["name"] for r in log_lines(out)] == ["a", "b"]
+
+
+def test_resume_skips_done_images_and_other_iters_do_not_recompile(workspace, capsys):
+    root, out = workspace["root"], workspace["root"] / "out"
+    before = {name: (out / f"{name}.png").stat().st_mtime_ns for name in ("a", "b")}
+    traces = search.trace_count()
+    assert deblur.main([*workspace["args"], "--input", str(root / "blur")]) == 0
+    assert "2 of 4 images already done" in capsys.readouterr().out
+    assert {name: (out / f"{name}.png").stat().st_mtime_ns for name in ("a", "b")} == before
+    assert [r["name"] for r in log_lines(out)] == ["a", "b", "sub/c", "sub/d"]
+    assert (out / "sub" / "c_reblurred.png").is_file()
+    # Another iteration count, another output folder: same compiled chunk.
+    other = [
+        "--output",
+        str(root / "out_iters"),
+        "--iters",
+        "5",
+        "--input",
+        str(root / "blur" / "a.png"),
+        "--input",
+        str(root / "blur" / "b.png"),
+    ]
+    assert deblur.main([*workspace["args"], *other]) == 0
+    assert png_text(root / "out_iters" / "a.png")["num_iters"] == "5"
+    assert search.trace_count() == traces
+
+
+def test_evaluation_mode(workspace, capsys):
+    root, out = workspace["root"], workspace["root"] / "out"
+    args = [*workspace["args"], "--input", str(root / "blur"), "--sharp", str(root / "sharp")]
+    assert deblur.main(args) == 0  # all done already: evaluates only
+    printed = capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert [row["name"] for row in report["images"]] == workspace["names"]
+    for row in report["images"]:
+        truth = jnp.asarray(read_image(root / "sharp" / f"{row['name']}.png"))
+        for key, image in (("psnr", out / f"{row['name']}.png"), ("blurry_psnr", root / "blur" / f"{row['name']}.png")):
+            expected = float(pix.psnr(jnp.asarray(read_image(image)), truth))
+            assert row[key] == pytest.approx(expected, abs=1e-4)
+        assert f"| {row['name']} | {row['psnr']:.2f} | {row['blurry_psnr']:.2f} |" in printed
+    assert report["mean"]["psnr"] == pytest.approx(np.mean([r["psnr"] for r in report["images"]]))
+    assert f"| mean (4) | {report['mean']['psnr']:.2f} |" in printed
+    (root / "sharp" / "b.png").unlink()
+    assert deblur.main(args) == 1
+    assert "no ground truth" in capsys.readouterr().err
+
+
+def test_converted_inputs(workspace, capsys):
+    root = workspace["root"]
+    rng = np.random.default_rng(0)
+    save_png(root / "odd" / "gray.png", rng.integers(0, 256, (48, 64), np.uint8))
+    save_png(root / "odd" / "rgba.png", rng.integers(0, 256, (48, 64, 4), np.uint8))
+    save_png(root / "odd" / "gray16.png", rng.integers(0, 65536, (48, 64), dtype=np.uint16))
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), np.uint8)).save(root / "odd" / "rgb.jpg")
+    out = root / "out_odd"
+    assert deblur.main([*workspace["args"], "--output", str(out), "--input", str(root / "odd")]) == 0
+    printed = capsys.readouterr().out
+    for name, what in (("gray", "8-bit grayscale"), ("rgba", "8-bit RGBA"), ("gray16", "16-bit grayscale")):
+        assert f"{name}.png: {what}, converted to 8-bit RGB" in printed
+    for name in ("gray", "rgba", "gray16", "rgb"):
+        assert read_image(out / f"{name}.png").shape == (48, 64, 3)
+
+
+def test_bad_inputs(workspace, capsys, monkeypatch):
+    root, args = workspace["root"], workspace["args"]
+    (root / "bad").mkdir()
+    (root / "bad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    save_png(root / "bad" / "tiny.png", np.zeros((20, 64, 3), np.uint8))
+    assert deblur.main([*args, "--input", str(root / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert "2 of 2 inputs cannot be used" in err and "broken.png: cannot read" in err
+    assert "tiny.png is 64x20 (WxH); both sides must be at least 32" in err
+
+    # --skip-bad goes on with the rest (here: already done, so nothing to search).
+    both = ["--input", str(root / "bad"), "--input", str(root / "blur" / "a.png")]
+    assert deblur.main([*args, *both, "--skip-bad"]) == 0
+    assert "skipped:" in capsys.readouterr().out
+
+    assert deblur.main([*args, "--input", str(root / "blur" / "a.png"), "--config.max_pixels=1000"]) == 1
+    assert "above max_pixels" in capsys.readouterr().err
+    assert deblur.main([*args, "--input", str(root / "nothing_here_*.png")]) == 1
+    assert "matches no image" in capsys.readouterr().err
+    assert deblur.main([*args, "--input", str(root / "blur"), "--config.no_such_field=1"]) == 2
+    assert "no_such_field" in capsys.readouterr().err
+    assert deblur.main([*args, "--input", str(root / "blur"), "--config.objective=reference"]) == 1
+    assert "needs VGG19 weights" in capsys.readouterr().err
+
+    monkeypatch.setitem(sys.modules, "kernelspace_jax.assets", None)  # no shipped checkpoint
+    no_ckpt = [a for a in args if a != "--checkpoint" and not a.endswith("ckpt")]
+    assert deblur.main([*no_ckpt, "--input", str(root / "blur")]) == 1
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_demo(workspace, capsys):
+    out = workspace["root"] / "demo"
+    args = [*workspace["args"], "--output", str(out), "--demo", "--demo-num=2", "--demo-size=64"]
+    assert deblur.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| mean (2) |" in printed
+    picture = read_image(out / "demo_comparison.png")
+    assert picture.shape == (2 * 64 + 4, 3 * 64 + 2 * 4, 3)

@@ -1,0 +1,228 @@
+"""The deblurring search (kernelspace_jax.search) on a micro kernel space and tiny priors.
+
+Compiling a search chunk costs tens of seconds on a CPU; running the tiny one is fast. So one test
+(`test_search`) makes every check that needs a search, on one compiled chunk (batches of two 64x64
+images, padded to 128x128, `tiny_config()`, the chunk test_deblur_cli.py uses too), while a
+subprocess with two CPU devices compiles and runs the sharded, single-image and alternating searches
+on the other core.
+"""
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kernelspace_jax as ksj
+from configs.deblur_generic import get_config
+from kernelspace_jax import search
+from kernelspace_jax.search_warmup import fit_to_grid, load_kernel_file, warmup_kernels
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 64
+
+
+def tiny_model():
+    """micro() without G's ResNet blocks (so 64-128 px images pad to 128, not 256) and a narrow tail."""
+    config = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    return ksj.init(jax.random.key(0), config)
+
+
+def tiny_config(**overrides):
+    """One-scale priors, 4 warm-up + 8 main steps, one step per compiled chunk (cheapest to compile;
+    the chunk size does not change the results).
+
+    The reference's learning rate: with much larger ones Adam's first, sign-like steps turn float
+    round-off (which differs between batch sizes) into visible differences.
+    """
+    config = get_config("local")
+    config.image_dip.update(channels_down=(4,), channels_up=(4,), channels_skip=(2,))
+    config.kernel_dip.update(nf=2, n_blocks=0)
+    config.update(num_warmup_iters=4, num_iters=8, chunk_size=1)
+    config.update(**overrides)
+    return config
+
+
+def blurry_images(n, seed=0):
+    """Smooth random images (B, 64, 64, 3) in [0, 1]."""
+    noise = jax.random.uniform(jax.random.key(seed), (n, SIZE // 8, SIZE // 8, 3))
+    return jax.image.resize(noise, (n, SIZE, SIZE, 3), "linear")
+
+
+KEYS = jax.random.split(jax.random.key(7), 2)
+
+SUBPROCESS = """
+import sys
+import jax, numpy as np
+jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
+from tests.test_search import KEYS, blurry_images, tiny_config, tiny_model
+from kernelspace_jax import search
+assert jax.device_count() == 2
+model = tiny_model()
+batch = search.deblur(model, blurry_images(2), KEYS, tiny_config())
+alone = search.deblur(model, blurry_images(2)[1:], KEYS[1:], tiny_config())
+config = tiny_config(update_mode="alternating", remat=True, compute_dtype="bfloat16")
+alternating = search.deblur(model, blurry_images(1, seed=3), jax.random.key(1), config)
+np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asarray(batch.sharp),
+         loss=batch.history["loss"], alone=np.asarray(alone.sharp), alone_loss=alone.history["loss"],
+         alone_kernel=np.asarray(alone.kernel), alternating_loss=alternating.history["loss"],
+         alternating_dtype=str(alternating.sharp.dtype), alternating_update=alternating.history["update"])
+"""
+
+
+def start_two_device_searches(out: pathlib.Path) -> subprocess.Popen:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen(
+        [sys.executable, "-c", SUBPROCESS, str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def check_result(result, model):
+    sharp, kernel, reblurred, history = result
+    assert sharp.shape == reblurred.shape == (2, SIZE, SIZE, 3)
+    assert kernel.shape == (2, *model.kernel_shape(SIZE, SIZE))
+    assert float(sharp.min()) >= 0 and float(sharp.max()) <= 1
+    assert history["loss"].shape == (2, 12) and np.isfinite(history["loss"]).all()
+    np.testing.assert_array_equal(history["failed_at"], [-1, -1])
+    assert history["objective"] == "fallback" and history["update"] == "joint"
+    # F(x, k) of the padded x the search optimised: F of the cropped x differs only near the padding.
+    np.testing.assert_allclose(reblurred[:, :48, :48], model.blur(sharp, kernel)[:, :48, :48], atol=1e-5)
+    loss = history["loss"]
+    assert (loss[:, 3] < loss[:, 0]).all(), loss  # the warm-up fits
+    assert (loss[:, 7] < loss[:, 4]).all(), loss  # the first half of the main phase (same weights)
+
+
+def check_other_iteration_counts_reuse_the_chunk(model):
+    traces = search.trace_count()
+    for num_iters, num_warmup in ((5, 3), (16, 4)):
+        config = tiny_config(num_iters=num_iters, num_warmup_iters=num_warmup)
+        result = search.deblur(model, blurry_images(2), KEYS, config)
+        assert result.history["loss"].shape == (2, num_iters + num_warmup)
+        assert np.isfinite(result.history["loss"]).all()
+    assert search.trace_count() == traces
+
+
+def check_non_finite_steps_stop_only_their_image(result, model):
+    config = tiny_config()
+    settings = search.settings_from_config(config, model, has_vgg=False)
+    padded = jnp.asarray(np.pad(np.asarray(blurry_images(2)), ((0, 0), (0, 64), (0, 64), (0, 0)), "reflect"))
+    kernels = warmup_kernels(model, padded, "identity")
+    counts = (np.int32(config.num_warmup_iters), np.int32(config.num_iters))
+
+    def run(state, steps):
+        for t0 in steps:  # as deblur() calls it, so the compiled chunk is reused
+            state, loss = search.run_chunk(
+                state, padded, kernels, np.int32(t0), *counts, model, None, settings=settings, mesh=None
+            )
+        return state, loss
+
+    traces = search.trace_count()
+    state, _ = run(search.init_states(KEYS, padded, kernels, settings=settings), range(6))
+    last_finite = np.asarray(state.sharp[1])
+    # NaN parameters in image 1's prior make its step 6 non-finite: it stops there and keeps its x.
+    state = state.replace(x_params=jax.tree.map(lambda a: a.at[1].set(jnp.nan), state.x_params))
+    state, _ = run(state, range(6, 12))
+    np.testing.assert_array_equal(state.failed_at, [-1, 6])
+    np.testing.assert_array_equal(state.sharp[1], last_finite)
+    np.testing.assert_allclose(state.sharp[0, :SIZE, :SIZE], result.sharp[0], atol=1e-6)
+    # Steps past the end (a last chunk's spare steps) change nothing and report NaN.
+    done = np.asarray(state.sharp)
+    state, loss = run(state, [12])
+    assert np.isnan(loss).all()
+    np.testing.assert_array_equal(state.sharp, done)
+    assert search.trace_count() == traces
+
+    # Through deblur(): a NaN pixel stops image 1 at its first step; image 0 is unaffected.
+    nan_pixel = search.deblur(model, blurry_images(2).at[1, 5, 5, 0].set(jnp.nan), KEYS, config)
+    np.testing.assert_array_equal(nan_pixel.history["failed_at"], [-1, 0])
+    assert np.isnan(nan_pixel.history["loss"][1]).all()
+    np.testing.assert_allclose(nan_pixel.sharp[0], result.sharp[0], atol=1e-6)
+
+
+def check_two_device_searches(got, result):
+    """On two devices every device runs a single-image search of the split batch. Image 1 alone is
+    the same program there, so it must equal its batch result exactly; against the batch on one
+    device (another program) the results agree up to round-off as Adam amplifies it: its first
+    updates are nearly lr * sign(gradient), so a gradient that is zero but for round-off moves its
+    parameter by up to 2 lr. After 12 steps x differs by ~4e-4 (a tenth of an 8-bit level)."""
+    assert got["devices"] == 2
+    np.testing.assert_allclose(got["alone"][0], got["sharp"][1], atol=1e-6)
+    np.testing.assert_allclose(got["alone_loss"][0], got["loss"][1], rtol=1e-6)
+    np.testing.assert_allclose(got["sharp"], result.sharp, atol=2e-3)
+    np.testing.assert_allclose(got["loss"], result.history["loss"], rtol=1e-4)
+    np.testing.assert_allclose(got["alone_kernel"][0], result.kernel[1], atol=2e-3, rtol=1e-3)
+    # The alternating update, with rematerialisation and a bfloat16 F.
+    loss = got["alternating_loss"][0]
+    assert np.isfinite(loss).all() and loss[7] < loss[4] and loss[3] < loss[0], loss
+    assert got["alternating_dtype"] == "float32" and got["alternating_update"] == "alternating"
+
+
+def test_search(tmp_path):
+    two_devices = start_two_device_searches(tmp_path / "two_devices.npz")
+    try:
+        model = tiny_model()
+        result = search.deblur(model, blurry_images(2), KEYS, tiny_config())
+        check_result(result, model)
+        check_other_iteration_counts_reuse_the_chunk(model)
+        check_non_finite_steps_stop_only_their_image(result, model)
+        _, stderr = two_devices.communicate(timeout=900)
+    finally:
+        two_devices.kill()
+    assert two_devices.returncode == 0, stderr[-3000:]
+    check_two_device_searches(np.load(tmp_path / "two_devices.npz"), result)
+
+
+def test_step_decay_schedule_is_the_references_steplr():
+    # torch: StepLR(step_size=1000, gamma=0.7) stepped before each of the 5000 main updates, after 300
+    # warm-up updates at the base rate: update i of the main phase uses 0.7^((i + 1) // 1000).
+    schedule = search.step_decay_schedule(5e-4, 0.7, 5, 300, 5000)
+    counts = np.array([0, 299, 300, 1298, 1299, 2299, 5299])
+    expected = 5e-4 * 0.7 ** np.array([0, 0, 0, 0, 1, 2, 5])
+    np.testing.assert_allclose([float(schedule(c)) for c in counts], expected, rtol=1e-6)
+
+
+def test_objective_without_vgg_and_unknown_settings():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="needs VGG19 weights"):
+        search.resolve_objective(tiny_config(objective="reference"), has_vgg=False)
+    assert search.resolve_objective(tiny_config(), has_vgg=True).name == "reference"
+    with pytest.raises(ValueError, match="update must be one of"):
+        search.settings_from_config(tiny_config(update_mode="both"), model, False)
+    with pytest.raises(ValueError, match="both sides must be at least 32"):
+        search.deblur(model, jnp.zeros((1, 20, 64, 3)), KEYS[0], tiny_config())
+    with pytest.raises(TypeError, match="floating point"):
+        search.deblur(model, jnp.zeros((1, 64, 64, 3), jnp.uint8), KEYS[0], tiny_config())
+    with pytest.raises(ValueError, match="one per image"):
+        search.deblur(model, jnp.zeros((2, 64, 64, 3)), KEYS.reshape(2, 1), tiny_config())
+
+
+def test_warmup_kernel_files_and_grids(tmp_path):
+    model = tiny_model()
+    dim = model.config.kernel_dim
+    nchw = np.arange(dim * 4, dtype=np.float32).reshape(1, dim, 2, 2)  # how torch saves the reference's
+    np.save(tmp_path / "nchw.npy", nchw)
+    np.savez(tmp_path / "nhwc.npz", kernel=nchw.transpose(0, 2, 3, 1)[0])
+    for name in ("nchw.npy", "nhwc.npz"):
+        np.testing.assert_array_equal(load_kernel_file(tmp_path / name, dim), nchw.transpose(0, 2, 3, 1))
+    with pytest.raises(ValueError, match=r"\(1, h, w, 512\)"):
+        load_kernel_file(tmp_path / "nchw.npy", 512)
+    with pytest.raises(FileNotFoundError, match="neither one of"):
+        warmup_kernels(model, jnp.zeros((1, 128, 128, 3)), "no_such_kernel.npy")
+    # A 2x2 file for an image with a 1x2 grid is resized; the same grid passes unchanged.
+    kernels = warmup_kernels(model, jnp.zeros((3, 128, 256, 3)), os.fspath(tmp_path / "nchw.npy"))
+    assert kernels.shape == (3, 1, 2, dim)
+    same = jnp.asarray(nchw.transpose(0, 2, 3, 1))
+    assert fit_to_grid(same, (2, 2)) is same
+    assert warmup_kernels(model, jnp.zeros((1, 128, 128, 3)), "zero").shape == (1, 1, 1, dim)
+    identity = warmup_kernels(model, blurry_images(1), "identity")
+    np.testing.assert_allclose(identity, model.extract(blurry_images(1), blurry_images(1))[0], atol=1e-6)
