@@ -38,9 +38,12 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     prior(argv, known_only=True)
     fv = flags.FlagValues()
     _define_prior(fv)
+    default_config = os.path.join(CONFIGS, DEFAULT_CONFIGS[prior.prior])
+    if "--demo" in argv and prior.prior == "generic":
+        default_config += ":demo"  # narrow priors, 500 steps: minutes on a CPU
     config_flags.DEFINE_config_file(
         "config",
-        os.path.join(CONFIGS, DEFAULT_CONFIGS[prior.prior]),
+        default_config,
         "Search settings; override fields with --config.<field>=<value>.",
         flag_values=fv,
         sys_argv=argv,

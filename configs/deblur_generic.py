@@ -24,7 +24,8 @@ FALLBACK = {
 
 
 def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
-    """`reference` (default) or `local`: tiny priors and 20 + 10 steps, to check that things run."""
+    """`reference` (default), `demo` (narrow priors, 100 + 400 steps: what deblur.py --demo runs) or
+    `local` (tiny priors and 20 + 10 steps, to check that things run)."""
     config = ml_collections.ConfigDict()
     config.num_iters = 5000  # main-phase steps
     config.num_warmup_iters = 300  # warm-up steps (both priors at once)
@@ -58,16 +59,22 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     # Speed and memory (results are the same up to float round-off, except kernel_crop).
     config.chunk_size = 0  # steps per compiled lax.scan call; 0: 1 on CPUs (unrolled), 50 on GPUs/TPUs
     config.compute_dtype = "float32"  # of F; "bfloat16" halves its activations (parameters stay float32)
+    config.batch_mode = "auto"  # "vmap" the images of a batch, or "map" them in turn; auto: map on CPUs
     config.remat = False  # recompute the priors, F and the losses in the backward pass (less memory)
     config.kernel_crop = 0  # > 0: estimate k on the centre crop of this side, then x on the whole image
     config.max_pixels = 2048 * 2048  # larger images are refused (use kernel_crop, remat, or downscale)
 
-    if variant == "local":
+    if variant == "demo":  # what `deblur.py --demo` runs: narrow priors and 500 steps, minutes on a CPU
+        config.num_iters = 400
+        config.num_warmup_iters = 100
+        config.image_dip.update(channels_down=(32,) * 5, channels_up=(32,) * 5, channels_skip=(4,) * 5)
+        config.kernel_dip.update(nf=32, n_blocks=2)
+    elif variant == "local":
         config.num_iters = 20
         config.num_warmup_iters = 10
         config.chunk_size = 10
         config.image_dip.update(channels_down=(8,) * 5, channels_up=(8,) * 5, channels_skip=(4,) * 5)
         config.kernel_dip.update(nf=16, n_blocks=1)
     elif variant != "reference":
-        raise ValueError(f"unknown variant {variant!r}: reference or local")
+        raise ValueError(f"unknown variant {variant!r}: reference, demo or local")
     return config

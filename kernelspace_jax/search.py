@@ -55,6 +55,7 @@ from kernelspace_jax.search_warmup import fit_to_grid, warmup_kernels
 from kernelspace_jax.training import data_mesh
 
 UPDATES = ("joint", "alternating")
+BATCH_MODES = ("auto", "vmap", "map")
 FIXED_KERNEL = "fixed_kernel"  # second stage of `kernel_crop`: x only, k given
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as the reference uses
 KERNEL_CELL_NOISE = 2**dips.KERNEL_DIP_DOWNSAMPLINGS  # z_k pixels per kernel cell and side
@@ -85,6 +86,7 @@ class SearchSettings:
     chunk_size: int
     unroll: bool
     remat: bool
+    sequential: bool  # the images of a batch one after another (lax.map), not vmapped
 
 
 def resolve_objective(config: ml_collections.ConfigDict, has_vgg: bool) -> Objective:
@@ -114,6 +116,12 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
     # unrolled, so on CPUs the chunk is unrolled, and is one step long unless asked otherwise.
     cpu = jax.default_backend() == "cpu"
     chunk_size = int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE)
+    # vmap turns every image's own prior weights into grouped convolutions, which XLA:CPU runs ~2x
+    # slower per image than one image alone; there the images of a batch take turns (lax.map).
+    batch_mode = config.get("batch_mode", "auto")
+    if batch_mode not in BATCH_MODES:
+        raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
+    sequential = batch_mode == "map" or (batch_mode == "auto" and cpu)
     image_dip = dips.ImageDIPConfig(
         **{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.image_dip.to_dict().items()}
     )
@@ -132,6 +140,7 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
         chunk_size=chunk_size,
         unroll=cpu,
         remat=bool(config.remat),
+        sequential=sequential,
     )
 
 
@@ -307,7 +316,10 @@ def init_states(keys: jax.Array, blurry: jax.Array, kernels: jax.Array, *, setti
 
 def _chunk(state, blurry, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params, *, settings):
     step = functools.partial(_step, settings, model, vgg_params)
-    batched = jax.vmap(step, in_axes=(0, 0, 0, None, None, None))
+    if settings.sequential:
+        batched = lambda state, y, k, *shared: jax.lax.map(lambda a: step(*a, *shared), (state, y, k))
+    else:
+        batched = jax.vmap(step, in_axes=(0, 0, 0, None, None, None))
     body = lambda state, t: batched(state, blurry, warmup_kernel, t, num_warmup, num_iters)
     steps = t0 + jnp.arange(settings.chunk_size, dtype=jnp.int32)
     return jax.lax.scan(body, state, steps, unroll=settings.unroll)

@@ -64,8 +64,9 @@ from tests.test_search import KEYS, blurry_images, tiny_config, tiny_model
 from kernelspace_jax import search
 assert jax.device_count() == 2
 model = tiny_model()
-batch = search.deblur(model, blurry_images(2), KEYS, tiny_config())
-alone = search.deblur(model, blurry_images(2)[1:], KEYS[1:], tiny_config())
+# vmapped images here; the main process maps them (batch_mode "auto" on a CPU): same results.
+batch = search.deblur(model, blurry_images(2), KEYS, tiny_config(batch_mode="vmap"))
+alone = search.deblur(model, blurry_images(2)[1:], KEYS[1:], tiny_config(batch_mode="vmap"))
 config = tiny_config(update_mode="alternating", remat=True, compute_dtype="bfloat16")
 alternating = search.deblur(model, blurry_images(1, seed=3), jax.random.key(1), config)
 np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asarray(batch.sharp),
@@ -196,6 +197,9 @@ def test_objective_without_vgg_and_unknown_settings():
     with pytest.raises(ValueError, match="needs VGG19 weights"):
         search.resolve_objective(tiny_config(objective="reference"), has_vgg=False)
     assert search.resolve_objective(tiny_config(), has_vgg=True).name == "reference"
+    with pytest.raises(ValueError, match="batch_mode must be one of"):
+        search.settings_from_config(tiny_config(batch_mode="pmap"), model, False)
+    assert search.settings_from_config(tiny_config(), model, False).sequential == (jax.default_backend() == "cpu")
     with pytest.raises(ValueError, match="update must be one of"):
         search.settings_from_config(tiny_config(update_mode="both"), model, False)
     with pytest.raises(ValueError, match="both sides must be at least 32"):
@@ -226,3 +230,11 @@ def test_warmup_kernel_files_and_grids(tmp_path):
     assert warmup_kernels(model, jnp.zeros((1, 128, 128, 3)), "zero").shape == (1, 1, 1, dim)
     identity = warmup_kernels(model, blurry_images(1), "identity")
     np.testing.assert_allclose(identity, model.extract(blurry_images(1), blurry_images(1))[0], atol=1e-6)
+
+
+def test_config_variants():
+    reference, demo = get_config(), get_config("demo")
+    assert (reference.num_warmup_iters, reference.num_iters, reference.lr_gamma) == (300, 5000, 0.7)
+    assert demo.num_iters + demo.num_warmup_iters == 500 and max(demo.image_dip.channels_down) == 32
+    with pytest.raises(ValueError, match="unknown variant"):
+        get_config("fast")
