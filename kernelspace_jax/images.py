@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from kernelspace_jax.data.paired_folders import load_rgb8
+from kernelspace_jax.data.paired_folders import describe_image_file, load_rgb8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-_PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 
 
 class ImageInputError(ValueError):
@@ -88,16 +87,8 @@ def find_images(specs: Sequence[str]) -> list[tuple[str, Path]]:
 def _describe(image: Image.Image, path: Path) -> str | None:
     """None for 8-bit RGB without transparency, else what the file holds (e.g. '16-bit RGBA')."""
     if image.format == "PNG":
-        with open(path, "rb") as file:
-            head = file.read(26)  # signature, IHDR length and type, width, height, bit depth, colour type
-        depth, color = head[24], head[25]
-        if depth == 8 and color == 2 and "transparency" not in image.info:
-            return None
-        alpha = " with transparency" if "transparency" in image.info else ""
-        return f"{depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')}{alpha}"
-    if image.mode == "RGB":
-        return None
-    return f"{image.format} mode {image.mode}"
+        return describe_image_file(image, path)
+    return None if image.mode == "RGB" else f"{image.format} mode {image.mode}"
 
 
 def inspect_image(name: str, path: str | os.PathLike, *, min_side: int, max_pixels: int) -> InputImage:

@@ -103,7 +103,7 @@ class BadPairsError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _describe(image: Image.Image, path: Path) -> str | None:
+def describe_image_file(image: Image.Image, path: Path) -> str | None:
     """None for an 8-bit RGB PNG without transparency (usable as is), else what the file holds."""
     if image.format != "PNG":
         return f"{image.format} data in a .png file"
@@ -142,7 +142,7 @@ def png_for_tfds(path: str | os.PathLike) -> Path | bytes:
     """
     path = Path(path)
     with Image.open(path) as image:
-        if _describe(image, path) is None:
+        if describe_image_file(image, path) is None:
             return path
         buffer = io.BytesIO()
         Image.fromarray(_to_rgb8(image)).save(buffer, format="PNG")
@@ -161,7 +161,7 @@ def _inspect(path: Path) -> _FileInfo:
     try:
         with Image.open(path) as image:
             image.load()  # truncated or corrupt data often passes the header
-            return _FileInfo(image.height, image.width, _describe(image, path))
+            return _FileInfo(image.height, image.width, describe_image_file(image, path))
     except Exception as error:  # any decoder failure makes the file unusable, whatever its kind
         return _FileInfo(error=f"{type(error).__name__}: {error}")
 
