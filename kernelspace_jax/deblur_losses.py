@@ -49,6 +49,17 @@ def _filter_channels(x: jax.Array, window: np.ndarray) -> jax.Array:
     )
 
 
+@jax.custom_vjp
+def _gaussian_filter(x: jax.Array) -> jax.Array:
+    """`_filter_channels` with SSIM's Gaussian window. The window is symmetric, so the filter is its own
+    transpose and its gradient is the same filter; written out, because the gradient jax derives has a
+    flipped kernel layout that XLA:CPU runs in a slow generic loop inside loop bodies (the search)."""
+    return _filter_channels(x, _gaussian_window(SSIM_WINDOW, SSIM_SIGMA))
+
+
+_gaussian_filter.defvjp(lambda x: (_gaussian_filter(x), None), lambda _, dy: (_gaussian_filter(dy),))
+
+
 def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
     """The reference's `SSIM()(a, b)`: mean over batch, channels and pixels of the SSIM map; scalar.
 
@@ -57,8 +68,7 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
     clips the variances, which gives 0.8829 instead of the reference's 0.8907 on the golden inputs.
     """
     a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-    window = _gaussian_window(SSIM_WINDOW, SSIM_SIGMA)
-    blur = lambda x: _filter_channels(x, window)
+    blur = _gaussian_filter
     mu_a, mu_b = blur(a), blur(b)
     mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
     var_a = blur(a * a) - mu_aa
@@ -72,17 +82,19 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
 def hyper_laplacian_penalty(x: jax.Array, alpha: float = 0.66, eps: float = 1e-6) -> jax.Array:
     """`HyperLaplacianPenalty(C, alpha)(x)`: mean over (B, H, W) of sqrt(gx^2 + gy^2 + eps)^alpha; scalar.
 
-    gx, gy: 3x3 Sobel responses summed over the channels (one filter spans all of them), zero padding.
+    gx, gy: 3x3 Sobel responses summed over the channels (one filter spans all of them), zero padding,
+    computed as nine shifted sums of the channel sum (no convolution: its gradient would be one in a
+    layout XLA:CPU runs slowly inside the search's loop).
     """
-    channels = x.shape[-1]
-    kernel = np.broadcast_to(np.stack([SOBEL_X, SOBEL_Y], axis=-1)[:, :, None, :], (3, 3, channels, 2))
-    grad = jax.lax.conv_general_dilated(
-        x.astype(jnp.float32),
-        jnp.asarray(kernel),
-        (1, 1),
-        ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=_HIGHEST,
+    total = jnp.pad(jnp.sum(x.astype(jnp.float32), axis=-1), ((0, 0), (1, 1), (1, 1)))
+    height, width = x.shape[1:3]
+    shifted = lambda a, b: total[:, a : a + height, b : b + width]
+    grad = jnp.stack(
+        [
+            sum(float(sobel[a, b]) * shifted(a, b) for a in range(3) for b in range(3) if sobel[a, b])
+            for sobel in (SOBEL_X, SOBEL_Y)
+        ],
+        axis=-1,
     )
     magnitude = jnp.sqrt(jnp.sum(jnp.square(grad), axis=-1) + eps)
     return jnp.mean(magnitude**alpha)

@@ -38,6 +38,21 @@ def test_ssim_matches_reference(golden):
     assert float(ssim(b, a)) == pytest.approx(float(ssim(a, b)), abs=1e-7)
 
 
+def test_ssim_gradient_equals_that_of_the_plain_filter():
+    """ssim's filter has a hand-written gradient (itself: the window is symmetric); it must equal the
+    gradient jax derives for the grouped convolution."""
+    from kernelspace_jax import deblur_losses
+
+    a, b = jax.random.uniform(jax.random.key(0), (2, 2, 23, 19, 3))
+    window = deblur_losses._gaussian_window(deblur_losses.SSIM_WINDOW, deblur_losses.SSIM_SIGMA)
+    plain = lambda x: deblur_losses._filter_channels(x, window)
+    dy = jax.random.normal(jax.random.key(1), a.shape)
+    want = jax.vjp(plain, a)[1](dy)[0]
+    got = jax.jit(lambda a: jax.vjp(deblur_losses._gaussian_filter, a)[1](dy)[0])(a)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(jax.grad(ssim)(a, b)).max()) > 0
+
+
 def test_charbonnier_matches_reference(golden):
     a, b, ref = golden
     assert float(charbonnier_sum(a, b)) == pytest.approx(ref["charbonnier_sum"], rel=1e-5)

@@ -7,8 +7,11 @@ are with inserted zeros, and XLA:CPU falls back to a generic loop for them), and
 at least as large as their input (XLA swaps their operands, again into the generic loop). Same
 numbers up to float32 round-off:
 
-* stride 1: XLA's convolution and its input gradient; the weight gradient (`_weight_grad`) stacks
-  row blocks of the images into the batch, which Eigen runs 1.2-3x faster for batches of 2 or 4;
+* stride 1: XLA's convolution forward; backward, the input and weight gradients written out as
+  convolutions in XLA:CPU's canonical layout (`_input_grad`, `_weight_grad`): inside a loop body
+  (lax.scan, lax.map) XLA does not canonicalise the forms `jax.vjp` gives and runs them 50-300x slower;
+  the weight gradient also stacks row blocks of the images into the batch, which Eigen runs 1.2-3x
+  faster for batches of 2 or 4;
 * stride s > 1: XLA's strided convolution forward; backward, that of the same convolution written as
   a sum of s*s stride-1 convolutions, one per phase of the stride (`_conv_phases`);
 * few output pixels (the 2x2 to 8x8 maps at the bottom of the U-Nets): one matmul of image patches;
@@ -116,9 +119,12 @@ def _row_blocks(batch: int, rows: int, channels: int) -> int:
 def _weight_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], padding: Padding) -> jax.Array:
     """Weight gradient of the stride-1 convolution `_conv(x, w, (1, 1), padding)` at output gradient dy.
 
-    XLA computes it as a convolution whose input features are the batch images, and XLA:CPU (Eigen) is
-    2-3x slower at that with 2 or 4 of them than with 8: so each image is cut into row blocks (with the
-    kh - 1 rows of overlap they read), the blocks stacked into the batch. Same sums, in another order.
+    A convolution whose batch is x's channels and whose input features are the images, written out in
+    XLA:CPU's canonical form (NHWC, HWIO): XLA rewrites the form `jax.vjp` gives into this one at the
+    top level of a program, but not inside a loop body (lax.scan, lax.map), where Eigen cannot run it
+    and the generic loop takes 50-300x longer. Eigen is also 2-3x slower with 2 or 4 images than with 8,
+    so each image is first cut into row blocks (with the kh - 1 rows of overlap they read), the blocks
+    stacked into the batch. Same sums, in another order.
     """
     kh = kernel_shape[0]
     x = _pad_spatial(x, padding)
@@ -129,13 +135,24 @@ def _weight_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], pad
         x = jnp.stack([x[:, b * step : b * step + step + kh - 1] for b in range(blocks)], axis=1)
         x = x.reshape(batch * blocks, step + kh - 1, *x.shape[3:])
         dy = dy.reshape(batch * blocks, step, *dy.shape[2:])
-    zeros = jnp.zeros(kernel_shape, x.dtype)
-    return jax.vjp(lambda w: _conv(x, w, (1, 1), ((0, 0), (0, 0))), zeros)[1](dy)[0]
+    # dw[i, j, c, o] = sum_{b, h, w} x[b, h + i, w + j, c] dy[b, h, w, o]: images of x's channels (c, H, W, b)
+    # convolved with a kernel (h, w, b, o) of dy's size.
+    dw = _conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1), ((0, 0), (0, 0)))
+    return dw.transpose(1, 2, 0, 3)
+
+
+def _input_grad(dy: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
+    """Input gradient of the stride-1 convolution `_conv(x, w, (1, 1), padding)` at dy: the convolution
+    of dy with the flipped, in/out-swapped kernel, in canonical form for the reason of `_weight_grad`
+    (inside loop bodies XLA:CPU leaves the gradient's swapped kernel layout to a slower path)."""
+    (kh, kw), ((top, bottom), (left, right)) = w.shape[:2], padding
+    flipped = w[::-1, ::-1].transpose(0, 1, 3, 2)
+    return _conv(dy, flipped, (1, 1), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_stride1(x: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
-    """XLA's stride-1 convolution, with `_weight_grad` for its weight gradient."""
+    """XLA's stride-1 convolution, with `_input_grad` and `_weight_grad` for its gradients."""
     return _conv(x, w, (1, 1), padding)
 
 
@@ -145,8 +162,7 @@ def _conv_stride1_fwd(x, w, padding):
 
 def _conv_stride1_bwd(padding, residuals, dy):
     x, w = residuals
-    dx = jax.vjp(lambda x: _conv(x, w, (1, 1), padding), x)[1](dy)[0]
-    return dx, _weight_grad(x, dy, w.shape, padding).astype(w.dtype)
+    return _input_grad(dy, w, padding), _weight_grad(x, dy, w.shape, padding).astype(w.dtype)
 
 
 _conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
@@ -198,7 +214,7 @@ def conv2d(
     """`lax.conv_general_dilated(x, w, strides, padding)` (NHWC, HWIO, zero padding).
 
     * few output pixels: one matmul of the image patches (its gradients are matmuls too);
-    * stride 1: XLA's convolution and its input gradient; the weight gradient is `_weight_grad`;
+    * stride 1: XLA's convolution; its gradients are `_input_grad` and `_weight_grad`;
     * stride s > 1: XLA's strided convolution forward; backward, that of `_conv_phases`, the same
       convolution as a sum of stride-1 ones.
     """
