@@ -322,11 +322,15 @@ def format_table(report: Mapping) -> str:
 
 def write_demo_inputs(folder: str | os.PathLike, num: int, size: int, seed: int = 0) -> tuple[Path, Path]:
     """Writes `num` held-out synthetic pairs (data.synthetic 'test' split: images and kernels never used
-    in training) as folder/blurry/<i>.png and folder/sharp/<i>.png; returns the two folders."""
+    in training, of the sizes the shipped model was trained on) as folder/blurry/<i>.png and
+    folder/sharp/<i>.png; returns the two folders."""
+    from kernelspace_jax.assets import SHIPPED_KERNEL_SIZE_RANGE
     from kernelspace_jax.data import synthetic
 
     folder = Path(folder)
-    config = synthetic.SyntheticBlurConfig(crop_size=(size, size), kernel_size_range=(7, 21), seed=seed)
+    config = synthetic.SyntheticBlurConfig(
+        crop_size=(size, size), kernel_size_range=SHIPPED_KERNEL_SIZE_RANGE, seed=seed
+    )
     pairs = synthetic.SyntheticPairs(config, split="test", num=num)
     for i in range(num):
         record = pairs[i]

@@ -179,3 +179,10 @@ def test_demo(workspace, capsys):
     assert "| mean (2) |" in printed
     picture = read_image(out / "demo_comparison.png")
     assert picture.shape == (2 * 64 + 4, 3 * 64 + 2 * 4, 3)
+
+
+def test_demo_blur_is_the_blur_the_shipped_model_was_trained_on():
+    from configs import synthetic_tiny
+    from kernelspace_jax.assets import SHIPPED_KERNEL_SIZE_RANGE
+
+    assert tuple(synthetic_tiny.get_config().data.synthetic.kernel_size_range) == SHIPPED_KERNEL_SIZE_RANGE

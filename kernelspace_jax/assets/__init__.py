@@ -9,6 +9,9 @@ from __future__ import annotations
 import pathlib
 
 SHIPPED_CHECKPOINT = pathlib.Path(__file__).parent / "synthetic_tiny"
+# The blur the shipped model was trained on (configs/synthetic_tiny.py: data.synthetic.kernel_size_range):
+# its F blurs like these kernels, so its demos use held-out kernels of the same sizes.
+SHIPPED_KERNEL_SIZE_RANGE = (15, 35)
 
 
 def shipped_checkpoint_path() -> pathlib.Path:

@@ -137,17 +137,18 @@ def _weight_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], pad
         dy = dy.reshape(batch * blocks, step, *dy.shape[2:])
     # dw[i, j, c, o] = sum_{b, h, w} x[b, h + i, w + j, c] dy[b, h, w, o]: images of x's channels (c, H, W, b)
     # convolved with a kernel (h, w, b, o) of dy's size.
-    dw = _conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1), ((0, 0), (0, 0)))
+    dw = _conv_stride1(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), ((0, 0), (0, 0)))
     return dw.transpose(1, 2, 0, 3)
 
 
 def _input_grad(dy: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
     """Input gradient of the stride-1 convolution `_conv(x, w, (1, 1), padding)` at dy: the convolution
     of dy with the flipped, in/out-swapped kernel, in canonical form for the reason of `_weight_grad`
-    (inside loop bodies XLA:CPU leaves the gradient's swapped kernel layout to a slower path)."""
+    (inside loop bodies XLA:CPU leaves the gradient's swapped kernel layout to a slower path). Both are
+    `_conv_stride1`, so their own gradients (second order, or a transposed convolution's) are too."""
     (kh, kw), ((top, bottom), (left, right)) = w.shape[:2], padding
     flipped = w[::-1, ::-1].transpose(0, 1, 3, 2)
-    return _conv(dy, flipped, (1, 1), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+    return _conv_stride1(dy, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kernelspace_jax.models.layers import conv2d, conv2d_transpose
+
 SQRT2 = math.sqrt(2.0)
-_DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def channel_widths(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
@@ -146,14 +147,13 @@ class ModulatedConv2d(nn.Module):
         style = EqualLinear(in_channels, bias_init=1.0, name="modulation")(w)  # (B, in)
         x = x * style[:, None, None, :]
         if self.upsample:
-            # conv_transpose2d(stride 2, padding 0) = conv of the 2x-dilated input, padded k-1, flipped kernel
-            out = lax.conv_general_dilated(
-                x, jnp.flip(weight, (0, 1)), (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(2, 2), dimension_numbers=_DIMS
-            )
+            # conv_transpose2d(stride 2, padding 0): the transpose of a stride-2 conv with in/out swapped
+            size = (2 * (x.shape[1] - 1) + k, 2 * (x.shape[2] - 1) + k)
+            out = conv2d_transpose(x, weight.transpose(0, 1, 3, 2), size, (2, 2), ((0, 0), (0, 0)))
             p = len(self.blur_kernel) - 2 - (k - 1)
             out = upfirdn2d(out, make_kernel(self.blur_kernel) * 4, pad=((p + 1) // 2 + 1, p // 2 + 1))
         else:
-            out = lax.conv_general_dilated(x, weight, (1, 1), [(k // 2, k // 2)] * 2, dimension_numbers=_DIMS)
+            out = conv2d(x, weight, (1, 1), ((k // 2, k // 2),) * 2)
         if self.demodulate:
             # sum over (i, kh, kw) of (weight * style)^2, for every (sample, output channel)
             demod = lax.rsqrt(style**2 @ jnp.sum(weight**2, axis=(0, 1)) + 1e-8)  # (B, out)
