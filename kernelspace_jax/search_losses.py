@@ -8,7 +8,7 @@ The search minimises, for the sharp image x, its latent kernel k and the blurry 
 with one set of weights for the first half of the main phase and another for the second half
 (`Objective.phase1`, `Objective.phase2`). `reference` is the reference's (SPEC.md, "Generic blind
 deblurring"); it needs VGG19 weights. `fallback` runs without them: see configs/deblur_generic.py for
-its weights.
+its weights and the measurement that kept them.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The reference fits its KernelDIP to one fixed 1x512x2x2 tensor shipped with its 
 (`experiments/pretrained/kernel.pth`). Here the warm-up kernel is one of
 
   "identity"  G(y, y), per image: the latent kernel that blurs the blurry image y into itself,
-              i.e. "no further blur". It fits any model and any image size (the default; not
-              yet compared with the others by measurement);
+              i.e. "no further blur". It fits any model and any image size (the default; it
+              ties with "zero" on the demo images, whose shipped F ignores k: see README);
   "zero"      zeros;
   a file      .npy / .npz (one array, NHWC (1, h, w, kernel_dim) or (h, w, kernel_dim)) or the
               reference's .pth (NCHW (1, kernel_dim, h, w), transposed). A grid other than the
