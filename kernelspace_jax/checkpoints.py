@@ -132,6 +132,7 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> KernelSpaceConfig:
             back_blocks=back_blocks,
             extractor_blocks=_count(state, r"kernel_extractor\.model\.(\d+)\.conv_block\.1\.weight"),
             hr_width=int(state[hr_conv].shape[0]),
+            sharp_skip=int(state[hr_conv].shape[1]) == int(state[hr_conv].shape[0]) + int(channels),
         )
     except ValueError as err:
         raise CheckpointMismatchError(f"tensor shapes describe no valid architecture: {err}") from err

@@ -21,6 +21,8 @@ class KernelSpaceConfig:
       image_channels: channels of the images (`input_nc`).
       hr_width: width of F's last, full-resolution layers; the reference hard-codes 64 (an
         extension: smaller values make small models much cheaper, since these layers dominate).
+      sharp_skip: F's full-resolution tail also sees the sharp image (an extension, off in the
+        reference): the residual's fine detail then need not pass F's 1/4-resolution U-Net.
     """
 
     nf: int = 64
@@ -31,6 +33,7 @@ class KernelSpaceConfig:
     use_vae: bool = False
     image_channels: int = 3
     hr_width: int = 64
+    sharp_skip: bool = False
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

@@ -1,7 +1,10 @@
-"""Shared fixtures: the golden files of the reference (NCHW) read as NHWC arrays."""
+"""Shared fixtures: the golden files of the reference (NCHW) read as NHWC arrays; a two-CPU-device launcher."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -12,6 +15,29 @@ jax.config.update("jax_default_matmul_precision", "highest")
 DATA = pathlib.Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
 ENERGIZED = DATA / "golden_energized"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def start_on_two_cpu_devices(code: str, *args: str) -> subprocess.Popen:
+    """Starts `python -c code *args` from the repository root with two host-platform CPU devices.
+
+    tests/ is on its path, so `code` can import test modules (`from tests.test_x import ...`), which import conftest.
+    """
+    path = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")) if p)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": path,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def nhwc(array):

@@ -144,9 +144,17 @@ def test_convert_refuses_a_malicious_file(tmp_path, capsys):
         ksj.load(path)
 
 
-def test_every_architecture_field_is_inferred_from_shapes():
+@pytest.mark.parametrize("sharp_skip", [False, True])
+def test_every_architecture_field_is_inferred_from_shapes(sharp_skip):
     cfg = config.KernelSpaceConfig(
-        nf=8, kernel_dim=64, front_blocks=2, back_blocks=3, extractor_blocks=0, use_vae=True, hr_width=16
+        nf=8,
+        kernel_dim=64,
+        front_blocks=2,
+        back_blocks=3,
+        extractor_blocks=0,
+        use_vae=True,
+        hr_width=16,
+        sharp_skip=sharp_skip,
     )
     model = ksj.init(jax.random.key(0), cfg)
     params, inferred = checkpoints.params_from_state_dict(checkpoints.state_dict_from_params(model.params, cfg))

@@ -274,3 +274,27 @@ def test_swapped_kernel_metric_tells_whether_f_uses_its_kernel(energized, inputs
     assert np.abs(np.asarray(out["swapped_psnr"] - out["psnr"])).min() > 2e-3, out
     single = reconstruction_metrics(energized, inputs["sharp"], inputs["blurry"])
     np.testing.assert_array_equal(single["swapped_psnr"], single["psnr"])
+
+
+def test_sharp_skip_only_adds_the_sharp_image_to_fs_full_resolution_tail(inputs):
+    plain = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    skip = dataclasses.replace(plain, sharp_skip=True)
+    params = model.init_params(jax.random.key(0), skip, "kaiming")
+    conv_hr = params["reconstruction"]["conv_hr"]["kernel"]
+    assert conv_hr.shape == (3, 3, 8 + 3, 8)  # (kh, kw, hr_width + RGB, hr_width)
+    sharp, blurry = inputs["sharp"][:, :128, :128], inputs["blurry"][:, :128, :128]
+    kernel, _ = ksj.model.KernelSpaceModel(params, skip).extract(sharp, blurry)
+
+    # With the sharp image's weights zeroed, F is the reference's F with the remaining parameters.
+    blind = jax.tree.map(lambda a: a, params)
+    blind["reconstruction"]["conv_hr"]["kernel"] = conv_hr.at[:, :, 8:].set(0.0)
+    reference = jax.tree.map(lambda a: a, blind)
+    reference["reconstruction"]["conv_hr"]["kernel"] = conv_hr[:, :, :8]
+    np.testing.assert_allclose(
+        ksj.model.KernelSpaceModel(blind, skip).blur(sharp, kernel),
+        ksj.model.KernelSpaceModel(reference, plain).blur(sharp, kernel),
+        atol=1e-6,
+    )
+    # With them, every pixel's residual sees its own sharp pixel directly.
+    moved = ksj.model.KernelSpaceModel(params, skip).blur(sharp, kernel)
+    assert float(jnp.abs(moved - ksj.model.KernelSpaceModel(blind, skip).blur(sharp, kernel)).max()) > 1e-3

@@ -11,19 +11,18 @@ import dataclasses
 import os
 import pathlib
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import start_on_two_cpu_devices
 
 import kernelspace_jax as ksj
 from configs.deblur_generic import get_config
 from kernelspace_jax import search
 from kernelspace_jax.search_warmup import fit_to_grid, load_kernel_file, warmup_kernels
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 64
 
 
@@ -77,15 +76,7 @@ np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asa
 
 
 def start_two_device_searches(out: pathlib.Path) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen(
-        [sys.executable, "-c", SUBPROCESS, str(out)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_on_two_cpu_devices(SUBPROCESS, str(out))
 
 
 def check_result(result, model):

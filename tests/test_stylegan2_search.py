@@ -8,17 +8,16 @@ each image alone) on the other core meanwhile.
 """
 
 import json
-import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import start_on_two_cpu_devices
 from PIL import Image
 
 import deblur
@@ -115,15 +114,7 @@ np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asa
 
 
 def start_two_device_searches(out: pathlib.Path, generator: pathlib.Path) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen(
-        [sys.executable, "-c", SUBPROCESS, str(out), str(generator)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_on_two_cpu_devices(SUBPROCESS, str(out), str(generator))
 
 
 def check_result(result, model):

@@ -110,12 +110,14 @@ class ReconstructionTrunk(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, sharp: jax.Array | None = None) -> jax.Array:
         act = leaky_relu(0.1)
         for i in range(self.blocks):
             x = ResidualBlock(self.nf, dtype=self.dtype, name=f"block_{i}")(x)
         x = act(pixel_shuffle(conv(4 * self.nf, dtype=self.dtype, name="upconv_0")(x), 2))
         x = act(pixel_shuffle(conv(4 * self.hr_width, dtype=self.dtype, name="upconv_1")(x), 2))
+        if sharp is not None:
+            x = jnp.concatenate([x, sharp.astype(x.dtype)], axis=-1)
         x = act(conv(self.hr_width, dtype=self.dtype, name="conv_hr")(x))
         return conv(self.image_channels, dtype=self.dtype, name="conv_out")(x)
 
@@ -152,7 +154,8 @@ class KernelSpaceNetwork(nn.Module):
 
     def blur(self, sharp: jax.Array, kernel: jax.Array) -> jax.Array:
         """F [`KernelWizard.adaptKernel`]: sharp + residual, (B, H, W, C), not clamped."""
-        residual = self.reconstruction(self.adapter(self.features(sharp), kernel))
+        skip = sharp if self.config.sharp_skip else None
+        residual = self.reconstruction(self.adapter(self.features(sharp), kernel), skip)
         return sharp + residual.astype(sharp.dtype)
 
     def __call__(self, sharp: jax.Array, blurry: jax.Array) -> jax.Array:
