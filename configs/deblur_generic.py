@@ -16,9 +16,9 @@ REFERENCE = {
     "phase2": {"perceptual": 1.0, "kernel_norm": 5e-4, "laplacian": 5e-2},
 }
 # Without VGG weights the perceptual term becomes a Charbonnier (L1-like) term on F(x, k) - y, and
-# 1 - SSIM stays in both phases. Measured on the 8 demo images (deblur.py --demo, shipped model):
-# PSNR 23.98 dB, SSIM 0.651 with these weights; 23.69 dB, 0.596 with Charbonnier alone (ssim 0).
-# Blurry inputs: 24.10 dB, 0.620.
+# 1 - SSIM stays in both phases. Measured on the 8 demo images (deblur.py --demo, with the shipped model
+# before sharp_skip, 8c77677): PSNR 23.98 dB, SSIM 0.651 with these weights; 23.69 dB, 0.596 with
+# Charbonnier alone (ssim 0). Blurry inputs: 24.10 dB, 0.620. To be remeasured with a model that uses k.
 FALLBACK = {
     "phase1": {"ssim": 1.0, "pixel": 1.0, "kernel_norm": 5e-5, "laplacian": 2e-2},
     "phase2": {"ssim": 1.0, "pixel": 1.0, "kernel_norm": 5e-4, "laplacian": 5e-2},
@@ -41,7 +41,8 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     config.objective = "auto"  # "auto": "reference" with --vgg-weights, else "fallback"
     config.objectives = ml_collections.ConfigDict({"reference": REFERENCE, "fallback": FALLBACK})
     # "identity" (G(y, y)), "zero", or a .npy/.npz/.pth file (the reference's kernel.pth). identity and
-    # zero tie on the demo images with the shipped model (its F ignores k), so not yet measured apart.
+    # zero tied on the demo images with the shipped model before sharp_skip, whose F ignores k (as the
+    # current one's does), so they are not yet measured apart.
     config.warmup_kernel = "identity"
     config.image_dip = ml_collections.ConfigDict(
         dict(

@@ -9,8 +9,6 @@ on the other core.
 
 import dataclasses
 import os
-import pathlib
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -73,10 +71,6 @@ np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asa
          alone_kernel=np.asarray(alone.kernel), alternating_loss=alternating.history["loss"],
          alternating_dtype=str(alternating.sharp.dtype), alternating_update=alternating.history["update"])
 """
-
-
-def start_two_device_searches(out: pathlib.Path) -> subprocess.Popen:
-    return start_on_two_cpu_devices(SUBPROCESS, str(out))
 
 
 def check_result(result, model):
@@ -160,7 +154,7 @@ def check_two_device_searches(got, result):
 
 
 def test_search(tmp_path):
-    two_devices = start_two_device_searches(tmp_path / "two_devices.npz")
+    two_devices = start_on_two_cpu_devices(SUBPROCESS, str(tmp_path / "two_devices.npz"))
     try:
         model = tiny_model()
         result = search.deblur(model, blurry_images(2), KEYS, tiny_config())

@@ -10,7 +10,6 @@ each image alone) on the other core meanwhile.
 import json
 import pathlib
 import shutil
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -111,10 +110,6 @@ np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asa
          kernel=np.asarray(batch.kernel), loss=batch.history["loss"], alone=np.asarray(alone.sharp),
          alone_loss=alone.history["loss"])
 """
-
-
-def start_two_device_searches(out: pathlib.Path, generator: pathlib.Path) -> subprocess.Popen:
-    return start_on_two_cpu_devices(SUBPROCESS, str(out), str(generator))
 
 
 def check_result(result, model):
@@ -219,7 +214,7 @@ def check_two_device_searches(got, result):
 
 
 def test_search(tmp_path, model, prior, generator_file):
-    two_devices = start_two_device_searches(tmp_path / "two_devices.npz", generator_file)
+    two_devices = start_on_two_cpu_devices(SUBPROCESS, str(tmp_path / "two_devices.npz"), str(generator_file))
     try:
         result = stylegan2_search.deblur_stylegan2(model, prior, blurry_images(2), KEYS, tiny_config())
         check_result(result, model)
