@@ -43,13 +43,12 @@ import ml_collections
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm import tqdm
 
 from kernelspace_jax import xla_options
 from kernelspace_jax.model import MIN_SIDE, KernelSpaceModel, padded_size
 from kernelspace_jax.models import dips
+from kernelspace_jax.search_driver import distribute, pad_for_mesh, run_chunks
 from kernelspace_jax.search_losses import TERMS, Objective, loss_terms, weighted_sum
 from kernelspace_jax.search_warmup import fit_to_grid, warmup_kernels
 from kernelspace_jax.training import data_mesh
@@ -405,40 +404,19 @@ def _search(model, blurry, kernels, keys, settings, num_warmup, num_iters, vgg_p
     """Runs the chunks on padded inputs; returns (sharp (B, Hp, Wp, 3), kernel, history)."""
     batch = blurry.shape[0]
     mesh = mesh or data_mesh()
-    spare = -batch % mesh.size  # the sharded axis must divide evenly: repeat the last image
-    if spare:
-        repeat = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], spare, axis=0)])
-        blurry, kernels, keys = repeat(blurry), repeat(kernels), repeat(keys)
+    blurry, kernels, keys = pad_for_mesh(mesh, blurry, kernels, keys)
     state = init_states(keys, blurry, kernels, settings=settings)
-    if mesh.size > 1:
-        images, replicated = NamedSharding(mesh, P(mesh.axis_names[0])), NamedSharding(mesh, P())
-        state, blurry, kernels = jax.device_put((state, blurry, kernels), images)
-        model, vgg_params = jax.device_put((model, vgg_params), replicated)
-    else:
-        mesh = None
+    (state, blurry, kernels), (model, vgg_params), mesh = distribute(
+        mesh, (state, blurry, kernels), (model, vgg_params)
+    )
     total = num_warmup + num_iters
     counts = (np.int32(num_warmup), np.int32(num_iters))
-    losses = []
+
+    def chunk(state, t0):
+        return run_chunk(state, blurry, kernels, t0, *counts, model, vgg_params, settings=settings, mesh=mesh)
+
     desc = f"deblur {batch} x {blurry.shape[1]}x{blurry.shape[2]}"
-    with tqdm(total=total, desc=desc, disable=not progress, unit="step") as bar:
-        for t0 in range(0, total, settings.chunk_size):
-            state, loss = run_chunk(
-                state,
-                blurry,
-                kernels,
-                np.int32(t0),
-                *counts,
-                model,
-                vgg_params,
-                settings=settings,
-                mesh=mesh,
-            )
-            losses.append(np.asarray(loss))
-            bar.update(min(settings.chunk_size, total - t0))
-            last = losses[-1][-1][:batch]
-            if np.isfinite(last).any():
-                bar.set_postfix(loss=f"{np.nanmean(last):.4g}")
-    loss = np.concatenate(losses)[:total, :batch].T.copy()
+    state, loss = run_chunks(chunk, state, total, settings.chunk_size, batch, desc, progress)
     failed_at = np.asarray(state.failed_at)[:batch]
     for b in np.flatnonzero(failed_at >= 0):
         loss[b, failed_at[b] :] = np.nan

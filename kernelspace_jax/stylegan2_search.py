@@ -40,9 +40,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm import tqdm
 
 from kernelspace_jax import xla_options
 from kernelspace_jax.model import KernelSpaceModel
@@ -55,6 +53,7 @@ from kernelspace_jax.search import (
     DeblurResult,
     image_keys,
 )
+from kernelspace_jax.search_driver import distribute, pad_for_mesh, run_chunks
 from kernelspace_jax.search_warmup import warmup_kernels
 from kernelspace_jax.stylegan2_prior import StyleGAN2Prior
 from kernelspace_jax.stylegan2_search_ops import geocross, lr_schedule, on_sphere, torch_adam
@@ -412,32 +411,17 @@ def _search(model, prior, blurry, kernels, keys, settings, counts, mesh, progres
     """Runs the chunks; returns (final batched state, losses (B, steps) as numpy)."""
     batch = blurry.shape[0]
     mesh = mesh or data_mesh()
-    spare = -batch % mesh.size  # the sharded axis must divide evenly: repeat the last image
-    if spare:
-        repeat = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], spare, axis=0)])
-        blurry, kernels, keys = repeat(blurry), repeat(kernels), repeat(keys)
+    blurry, kernels, keys = pad_for_mesh(mesh, blurry, kernels, keys)
     state = init_states(keys, blurry, kernels, prior, settings=settings)
-    if mesh.size > 1:
-        images, replicated = NamedSharding(mesh, P(mesh.axis_names[0])), NamedSharding(mesh, P())
-        state, blurry, kernels = jax.device_put((state, blurry, kernels), images)
-        model, prior = jax.device_put((model, prior), replicated)
-    else:
-        mesh = None
+    (state, blurry, kernels), (model, prior), mesh = distribute(mesh, (state, blurry, kernels), (model, prior))
     num_warmup, num_epochs, num_x, num_k = (int(c) for c in counts)
     total = num_warmup + num_epochs * (num_x + num_k)
-    losses = []
+
+    def chunk(state, t0):
+        return run_chunk(state, blurry, kernels, t0, counts, model, prior, settings=settings, mesh=mesh)
+
     desc = f"deblur (StyleGAN2) {batch} x {blurry.shape[1]}x{blurry.shape[2]}"
-    with tqdm(total=total, desc=desc, disable=not progress, unit="step") as bar:
-        for t0 in range(0, total, settings.chunk_size):
-            state, loss = run_chunk(
-                state, blurry, kernels, np.int32(t0), counts, model, prior, settings=settings, mesh=mesh
-            )
-            losses.append(np.asarray(loss))
-            bar.update(min(settings.chunk_size, total - t0))
-            last = losses[-1][-1][:batch]
-            if np.isfinite(last).any():
-                bar.set_postfix(loss=f"{np.nanmean(last):.4g}")
-    return state, np.concatenate(losses)[:total, :batch].T.copy()
+    return run_chunks(chunk, state, total, settings.chunk_size, batch, desc, progress)
 
 
 __all__ = [
