@@ -116,8 +116,8 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
     cpu = jax.default_backend() == "cpu"
     chunk_size = int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE)
     # vmap turns every image's own prior weights into grouped convolutions, which XLA:CPU runs slower
-    # than one image's convolutions (demo priors, 128 px, per image-step: alone 0.156 s, batch 4
-    # mapped 0.166 s, vmapped 0.173 s); there the images of a batch take turns (lax.map).
+    # than one image's convolutions (demo priors, 128 px, per image-step: alone 0.162 s, batch 4
+    # mapped 0.156 s, vmapped 0.187 s); there the images of a batch take turns (lax.map).
     batch_mode = config.get("batch_mode", "auto")
     if batch_mode not in BATCH_MODES:
         raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
