@@ -79,7 +79,6 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     elif variant == "local":
         config.num_iters = 20
         config.num_warmup_iters = 10
-        config.chunk_size = 10
         config.image_dip.update(channels_down=(8,) * 5, channels_up=(8,) * 5, channels_skip=(4,) * 5)
         config.kernel_dip.update(nf=16, n_blocks=1)
     elif variant != "reference":

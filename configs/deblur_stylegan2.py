@@ -46,7 +46,6 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
         config.num_epochs = 2
         config.num_x_iters = 3
         config.num_k_iters = 2
-        config.chunk_size = 5
         config.kernel_dip.update(nf=16, n_blocks=1)
         config.gaussian_fit_samples = 10_000
     elif variant != "reference":
