@@ -46,8 +46,9 @@ def reference_recipe(variant: str) -> ml_collections.ConfigDict:
             batch_size=8,
             flips=True,
             rotations=True,
+            worker_count=0,  # > 0: build batches in that many processes (grain); keep it when resuming
             synthetic=ml_collections.ConfigDict(
-                dict(num_train=0, num_eval=0, image_size=(288, 288), kernel_size_range=(9, 31))
+                dict(num_train=0, num_eval=0, image_size=(288, 288), kernel_size_range=(9, 31), nonuniform_prob=0.3)
             ),
         )
     )

@@ -3,10 +3,11 @@
 The reference fits its KernelDIP to one fixed 1x512x2x2 tensor shipped with its GoPro model
 (`experiments/pretrained/kernel.pth`). Here the warm-up kernel is one of
 
+  "zero"      zeros (the default of generic deblurring: for the shipped model a typical blur, and
+              the best start measured on validation images, see configs/deblur_generic.py);
   "identity"  G(y, y), per image: the latent kernel that blurs the blurry image y into itself,
-              i.e. "no further blur". It fits any model and any image size (the default; it
-              ties with "zero" on the demo images, whose shipped F ignores k: see README);
-  "zero"      zeros;
+              i.e. "no further blur". It fits any model and any image size, but with a model that
+              uses k the search started there tends to stay near x = y;
   a file      .npy / .npz (one array, NHWC (1, h, w, kernel_dim) or (h, w, kernel_dim)) or the
               reference's .pth (NCHW (1, kernel_dim, h, w), transposed). A grid other than the
               image's (e.g. the reference's 2x2 for an image larger than 256 px) is resized bilinearly.

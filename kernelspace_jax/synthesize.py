@@ -6,6 +6,8 @@
     python -m kernelspace_jax.synthesize interpolate --checkpoint ckpt --bank bank.npz --a 0 --b 5 \\
         --target photos/ --steps 8 --out o
 
+Without --checkpoint the shipped model is used (kernelspace_jax.assets; its VAE for sample).
+
 Pairs (--source): synthetic[:<split>] (built-in pairs, split test by default) | tfds:<name>:<split> |
 folders:<blurry root>:<sharp root> | a folder holding blur/ and sharp/ (e.g. an output of this tool).
 Sharp images (--target): a folder (every .png/.jpg/.jpeg below it), a glob ('photos/**/*.jpg'), or any
@@ -42,6 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from kernelspace_jax import synthesis, xla_options
+from kernelspace_jax.assets import shipped_checkpoint_path
 from kernelspace_jax.checkpoints import load
 from kernelspace_jax.data.paired_folders import load_rgb8
 from kernelspace_jax.data.synthetic import SPLITS, SyntheticBlurConfig, SyntheticPairs, to_uint8
@@ -521,7 +524,11 @@ COMMANDS = {"bank": cmd_bank, "transfer": cmd_transfer, "sample": cmd_sample, "i
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--checkpoint", required=True, help=".pth, Orbax checkpoint, or training workdir")
+    common.add_argument(
+        "--checkpoint",
+        default=None,
+        help=".pth, Orbax checkpoint, or training workdir (default: the shipped model; for sample its VAE)",
+    )
     common.add_argument("--step", type=int, default=None, help="step of a training workdir (default: latest)")
     common.add_argument("--out", required=True, help="output folder (bank: the .npz file)")
     common.add_argument("--seed", type=int, default=0, help="seed of all randomness (and of synthetic pairs)")
@@ -598,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         # Orbax refuses relative paths (kernelspace_jax.load passes them on as they are).
+        args.checkpoint = os.fspath(args.checkpoint or shipped_checkpoint_path(vae=args.command == "sample"))
         COMMANDS[args.command](args, functools.cache(lambda: load(os.path.abspath(args.checkpoint), step=args.step)))
     except (CheckpointFormatError, FileNotFoundError, ValueError, KeyError, TypeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

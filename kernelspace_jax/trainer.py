@@ -11,6 +11,7 @@ after the current step and stop; a NaN/inf loss stops the run with the last good
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from kernelspace_jax import checkpoints, training, xla_options
 from kernelspace_jax.data import pipeline, sources
 from kernelspace_jax.metrics import MetricWriter, image_grid, reconstruction_metrics, write_png
 from kernelspace_jax.model import KernelSpaceModel, abstract_params, init_params
+from kernelspace_jax.vae_warm_start import widen_to_vae
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,19 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _initial_params(config, model_config):
+def _initial_params(config, model_config, calibration_batch):
     if config.get("init_from"):
         pretrained = checkpoints.load(config.init_from)
+        if model_config.use_vae and pretrained.config == dataclasses.replace(model_config, use_vae=False):
+            # A VAE started from a woVAE model (vae_warm_start.py), its kernel scaled on held-out pairs.
+            batch = calibration_batch()
+            vae = widen_to_vae(
+                pretrained,
+                jax.random.key(config.seed),
+                calibration=(batch["sharp"], batch["blurry"]),
+                scheme=config.get("init_scheme", "reference"),
+            )
+            return vae.params
         if pretrained.config != model_config:
             raise checkpoints.CheckpointMismatchError(
                 f"init_from={config.init_from} holds {pretrained.config}, but the config asks for {model_config}"
@@ -144,6 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Kerne
         rotations=config.data.rotations,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
+        worker_count=config.data.get("worker_count", 0),
     )
 
     # Model, optimiser, state.
@@ -161,7 +174,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Kerne
         state = _restore(manager, latest, abstract_state, train_iter, model_config)
         log.info("resumed from step %d", latest)
     else:
-        state = jax.device_put(training.create_state(_initial_params(config, model_config), tx), replicated)
+        first_eval_batch = lambda: next(
+            iter(pipeline.make_eval_batches(eval_source, crop_size=tuple(config.data.crop_size), batch_size=8))
+        )
+        params = _initial_params(config, model_config, first_eval_batch)
+        state = jax.device_put(training.create_state(params, tx), replicated)
     step_fn = training.compile_train_step(config, tx, mesh)
     batch_sharding = NamedSharding(mesh, P("data"))
 

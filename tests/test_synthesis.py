@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import os
+from pathlib import Path
 
 import chex
 import jax
@@ -21,6 +22,7 @@ from PIL import Image
 
 import kernelspace_jax as ksj
 from kernelspace_jax import synthesis, synthesize
+from kernelspace_jax.assets import shipped_checkpoint_path
 from kernelspace_jax.data import synthetic
 from kernelspace_jax.data.paired_folders import scan_paired_folders
 from kernelspace_jax.model import abstract_params
@@ -367,6 +369,15 @@ def test_cli_sample_bank_interpolate(workspace, capsys):
     assert code == 0, err
     assert sorted(_files(out / "blur"))[:3] == ["000/00000000.png", "000/00000001.png", "000/00000002.png"]
     assert len(_files(out / "blur")) == 9 and (out / "interpolation_strip.png").is_file()
+
+
+def test_cli_defaults_to_the_shipped_models(workspace, capsys, tmp_path):
+    targets = workspace / "targets" / "sharp"
+    code, _, err = _run(capsys, "sample", "--target", targets, "--out", tmp_path / "sample", "--batch_size", "3")
+    assert code == 0, err
+    assert len(_files(tmp_path / "sample" / "blur")) == 3
+    summary = json.loads((tmp_path / "sample" / "summary.json").read_text())
+    assert Path(summary["checkpoint"]) == shipped_checkpoint_path(vae=True)
 
 
 def test_cli_bad_inputs(workspace, capsys, tmp_path):

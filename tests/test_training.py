@@ -98,18 +98,7 @@ def test_resume_gives_the_uninterrupted_run(uninterrupted, tmp_path):
 
 def test_kill_minus_9_then_resume(uninterrupted, tmp_path):
     workdir, model = uninterrupted
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from tests.test_training import _run_slowly; _run_slowly(sys.argv[1])",
-        str(tmp_path),
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "checkpoints" / "4"
-    deadline = time.time() + 240
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert checkpoint.exists(), "the run did not reach its step-4 checkpoint"
+    process = _start_slow_run(tmp_path, 4, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.send_signal(signal.SIGKILL)
     process.wait()
     resumed = train_and_evaluate(tiny_config(), str(tmp_path))
@@ -119,7 +108,19 @@ def test_kill_minus_9_then_resume(uninterrupted, tmp_path):
     assert leaves_close(resumed.params, model.params, tol=1e-6)
 
 
-def _run_slowly(workdir):
+def _start_slow_run(workdir, until_checkpoint, worker_count=0, **popen_kwargs) -> subprocess.Popen:
+    """`_run_slowly` in a subprocess, returned once it has written the checkpoint of `until_checkpoint`."""
+    code = f"import sys; from tests.test_training import _run_slowly; _run_slowly(sys.argv[1], {worker_count})"
+    process = subprocess.Popen([sys.executable, "-c", code, str(workdir)], cwd=ROOT, **popen_kwargs)
+    checkpoint = workdir / "checkpoints" / str(until_checkpoint)
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), f"the run did not reach its step-{until_checkpoint} checkpoint"
+    return process
+
+
+def _run_slowly(workdir, worker_count=0):
     """The tiny run with a pause after each step, so that a test can kill it between checkpoints."""
     from kernelspace_jax import trainer
 
@@ -130,7 +131,25 @@ def _run_slowly(workdir):
         return original(local, sharding)
 
     trainer.training.global_batch = slow
-    train_and_evaluate(tiny_config(), workdir)
+    config = tiny_config()
+    config.data.worker_count = worker_count
+    train_and_evaluate(config, workdir)
+
+
+def test_ctrl_c_to_the_process_group_with_data_workers_saves_then_resumes(uninterrupted, tmp_path):
+    """Ctrl-C in a terminal reaches the data worker processes too: the run must still save and stop."""
+    workdir, model = uninterrupted
+    process = _start_slow_run(tmp_path, 2, worker_count=2, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-2000:]
+    assert "received: saved step" in err
+    config = tiny_config()
+    config.data.worker_count = 2  # the saved data position is that of a 2-worker iterator
+    resumed = train_and_evaluate(config, str(tmp_path))
+    expected, got = losses(workdir), losses(str(tmp_path))
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-5)
+    assert leaves_close(resumed.params, model.params, tol=1e-6)
 
 
 def test_several_devices_give_the_same_losses(uninterrupted, tmp_path):

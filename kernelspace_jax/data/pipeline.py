@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -153,6 +154,15 @@ class _RandomCropAugment:
         return out
 
 
+def _leave_stop_signals_to_main(worker_index: int, worker_count: int) -> None:
+    """In a data worker: ignore Ctrl-C and SIGTERM sent to the whole process group (a terminal, a job
+    scheduler), so that the trainer, which saves a checkpoint on them, still has its workers; grain
+    ends them with SIGKILL when the iterator closes."""
+    del worker_index, worker_count
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_train_iterator(
     source: PairSource,
     *,
@@ -220,7 +230,9 @@ def make_train_iterator(
             # fails unless flags were parsed (google/grain#1355, fixed upstream by #1362). Scripts not
             # run by absl.app take the flags' defaults.
             flags.FLAGS.mark_as_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+        iter_ds = iter_ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=worker_count), worker_init_fn=_leave_stop_signals_to_main
+        )
     return iter(iter_ds)
 
 

@@ -14,6 +14,7 @@ def _synthetic(data: ml_collections.ConfigDict, seed: int):
     base = dict(
         crop_size=tuple(options.image_size),
         kernel_size_range=tuple(options.kernel_size_range),
+        nonuniform_prob=options.get("nonuniform_prob", synthetic.SyntheticBlurConfig.nonuniform_prob),
         seed=seed,
     )
     train = synthetic.SyntheticPairs(synthetic.SyntheticBlurConfig(**base), "train", options.num_train)
