@@ -2,7 +2,8 @@
 
     python benchmarks/synthesis.py                 # images/s, released wVAE config, 256x256 and 720x1280
     python benchmarks/synthesis.py --quick         # fewer runs, smaller batches
-    python benchmarks/synthesis.py --quality kernelspace_jax/assets/synthetic_tiny [--vae runs/tiny_wvae]
+    python benchmarks/synthesis.py --quality kernelspace_jax/assets/synthetic_tiny \\
+        --vae kernelspace_jax/assets/synthetic_tiny_vae
 
 Throughput: the released configuration (random init; speed does not depend on the weights), jitted
 `synthesis.transfer` (G on a source pair, then F on the target, same size) and `synthesis.sample` (F
