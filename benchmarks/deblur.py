@@ -7,7 +7,7 @@
 
 The released configuration of F (random weights: speed does not depend on them), the full priors of
 configs/deblur_generic.py, and the reference objective with randomly initialised VGG19 weights (what
-the reference's ~2.5 s per step on a 2-core CPU includes) unless --objective fallback. For every batch
+the reference's step includes) unless --objective fallback. For every batch
 size: the compile time of one search chunk, the median time per step (after a warm-up chunk), the
 time per image and step, and the whole reference run (300 warm-up + 5000 steps) per image. A second
 iteration count is run through the same compiled chunk to show that nothing is recompiled. Memory:
@@ -36,7 +36,9 @@ from kernelspace_jax.model import init
 from kernelspace_jax.models.vgg import VGG19Features
 
 REFERENCE_STEPS = 300 + 5000
-REFERENCE_CPU_STEP_S = 2.5  # the reference (PyTorch, VGG objective) on the 2-core development CPU
+# The reference's main-phase step (JointDeblur.deblur, first half: VGG + SSIM objective), PyTorch 2.13 on the
+# 2-core development CPU (AMD EPYC, AVX2), 256x256, random weights, median of 10 steps; see benchmarks/README.md.
+REFERENCE_CPU_STEP_S = 4.8
 
 
 def machine() -> str:
@@ -56,7 +58,8 @@ def _inputs(model, batch, height, width, config, vgg):
     kernels = jnp.zeros((batch, *model.kernel_shape(height, width)))
     keys = jax.random.split(jax.random.key(0), batch)
     state = search.init_states(keys, blurry, kernels, settings=settings)
-    return settings, state, blurry, kernels
+    features = search.blurry_features_of(blurry, vgg, settings=settings)
+    return settings, state, (blurry, features, kernels)
 
 
 def memory_bytes(compiled) -> int | None:
@@ -73,19 +76,17 @@ def memory_bytes(compiled) -> int | None:
 
 
 def bench_batch(model, config, vgg, batch, size, timed_chunks):
-    settings, state, blurry, kernels = _inputs(model, batch, size, size, config, vgg)
+    settings, state, images = _inputs(model, batch, size, size, config, vgg)
     counts = (np.int32(config.num_warmup_iters), np.int32(config.num_iters))
     start = time.perf_counter()
-    compiled = search.run_chunk.lower(
-        state, blurry, kernels, np.int32(0), *counts, model, vgg, settings=settings
-    ).compile()
+    compiled = search.run_chunk.lower(state, *images, np.int32(0), *counts, model, vgg, settings=settings).compile()
     compile_s = time.perf_counter() - start
     times = []
     for i in range(timed_chunks + 1):
         # Main-phase steps (t >= warm-up): F and the objective run, as in 5000 of the 5300 steps.
         t0 = np.int32(config.num_warmup_iters + i * settings.chunk_size)
         start = time.perf_counter()
-        state, loss = compiled(state, blurry, kernels, t0, *counts, model, vgg)
+        state, loss = compiled(state, *images, t0, *counts, model, vgg)
         loss.block_until_ready()
         if i:  # the first call warms up
             times.append((time.perf_counter() - start) / settings.chunk_size)
@@ -130,12 +131,10 @@ def memory_table(model, config, vgg, sizes):
             c = config.copy_and_resolve_references()
             c.update(**overrides)
             m = model.with_dtype(jnp.dtype(c.compute_dtype))
-            settings, state, blurry, kernels = _inputs(m, 1, height, width, c, vgg)
+            settings, state, images = _inputs(m, 1, height, width, c, vgg)
             counts = (np.int32(c.num_warmup_iters), np.int32(c.num_iters))
             start = time.perf_counter()
-            compiled = search.run_chunk.lower(
-                state, blurry, kernels, np.int32(0), *counts, m, vgg, settings=settings
-            ).compile()
+            compiled = search.run_chunk.lower(state, *images, np.int32(0), *counts, m, vgg, settings=settings).compile()
             rows.append((f"{height}x{width}", name, memory_bytes(compiled), time.perf_counter() - start))
             print(f"  {rows[-1][0]} {name}: {rows[-1][2] / 2**30:.2f} GiB", flush=True)
     return rows
@@ -148,6 +147,12 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--objective", choices=("reference", "fallback"), default="reference")
     parser.add_argument("--memory", default="", help="also XLA buffer sizes at these sizes, e.g. 256,720x1280")
+    parser.add_argument(
+        "--reference-step-s",
+        type=float,
+        default=REFERENCE_CPU_STEP_S,
+        help="the reference's step time on this machine, for the ratio column (default: the development CPU's)",
+    )
     args = parser.parse_args(argv)
 
     print(machine(), flush=True)
@@ -167,6 +172,9 @@ def main(argv=None) -> None:
     new_traces, first_s, second_s = retrace_check(model, config, vgg, args.size)
 
     single = rows[0]["step_s"] / rows[0]["batch"]
+    # The reference's time is a CPU figure of its full objective: compare only like with like.
+    cpu_reference = args.objective == "reference" and jax.default_backend() == "cpu"
+    reference = args.reference_step_s if cpu_reference else None
     gib = lambda b: f"{b / 2**30:.2f}" if b else "n/a"
     print(
         f"\nsearch at {args.size}x{args.size}, objective {args.objective}, full priors, released F "
@@ -174,20 +182,21 @@ def main(argv=None) -> None:
     )
     print(
         "| batch | compile (s) | s / step | s / image-step | vs batch 1 | whole run / image (5300 steps) "
-        "| buffers (GiB) | GPU peak (GiB) |"
+        "| buffers (GiB) | GPU peak (GiB) |" + (" vs reference |" if reference else "")
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if reference else ""))
     for r in rows:
         per_image = r["step_s"] / r["batch"]
         whole = per_image * REFERENCE_STEPS
         print(
             f"| {r['batch']} | {r['compile_s']:.0f} | {r['step_s']:.2f} | {per_image:.3f} | "
             f"{per_image / single:.2f} | {whole / 60:.0f} min | {gib(r['buffers'])} | {gib(r['peak'])} |"
+            + (f" {per_image / reference:.2f} |" if reference else "")
         )
-    if args.objective == "reference" and jax.default_backend() == "cpu":
+    if reference:
         print(
-            f"\nreference (PyTorch, one image) on the 2-core development CPU: ~{REFERENCE_CPU_STEP_S} s / step, "
-            f"{REFERENCE_CPU_STEP_S * REFERENCE_STEPS / 60:.0f} min per image"
+            f"\nreference (PyTorch, one image): {reference} s / step, "
+            f"{reference * REFERENCE_STEPS / 60:.0f} min per image"
         )
     print(
         f"\nrecompiles for a second iteration count: {new_traces} "

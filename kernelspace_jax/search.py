@@ -49,7 +49,7 @@ from kernelspace_jax import xla_options
 from kernelspace_jax.model import MIN_SIDE, KernelSpaceModel, padded_size
 from kernelspace_jax.models import dips
 from kernelspace_jax.search_driver import distribute, pad_for_mesh, run_chunks
-from kernelspace_jax.search_losses import TERMS, Objective, loss_terms, weighted_sum
+from kernelspace_jax.search_losses import TERMS, Objective, blurry_features, loss_terms, weighted_sum
 from kernelspace_jax.search_warmup import fit_to_grid, warmup_kernels
 from kernelspace_jax.training import data_mesh
 
@@ -228,7 +228,8 @@ def _priors(settings: SearchSettings):
 
 
 def _objective_fn(settings: SearchSettings, model: KernelSpaceModel, vgg_params, num_warmup, num_iters):
-    """(x, k, blurry, warmup_kernel, t) -> scalar loss of one image at step t (unbatched).
+    """(x, k, blurry, features, warmup_kernel, t) -> scalar loss of one image at step t (unbatched);
+    features: the image's `blurry_features` (None without a perceptual term).
 
     Warm-up steps: MSE(x, y) + MSE(k, warm-up kernel) (the two fits touch disjoint parameters, so one
     gradient serves both); main steps: the objective's terms on F(x, k). Both are computed at every
@@ -238,14 +239,18 @@ def _objective_fn(settings: SearchSettings, model: KernelSpaceModel, vgg_params,
     terms = settings.objective.used_terms()
     w1, w2 = (jnp.asarray(w.as_tuple(), jnp.float32) for w in (settings.objective.phase1, settings.objective.phase2))
     blur = lambda x, k: model.blur(x[None], k[None])
-    losses = lambda fake, y, x, k: loss_terms(terms, fake, y[None], x[None], k[None], vgg_params)
+
+    def losses(fake, y, features, x, k):
+        features = jax.tree.map(lambda f: f[None], features)
+        return loss_terms(terms, fake, y[None], x[None], k[None], vgg_params, features)
+
     if settings.remat:
         blur, losses = jax.checkpoint(blur), jax.checkpoint(losses)
 
-    def objective(x, k, blurry, warmup_kernel, t):
+    def objective(x, k, blurry, features, warmup_kernel, t):
         mse = jnp.mean(jnp.square(x - blurry)) + jnp.mean(jnp.square(k - warmup_kernel))
         weights = jnp.where(t - num_warmup < num_iters // 2, w1, w2)
-        return jnp.where(t < num_warmup, mse, weighted_sum(losses(blur(x, k), blurry, x, k), weights))
+        return jnp.where(t < num_warmup, mse, weighted_sum(losses(blur(x, k), blurry, features, x, k), weights))
 
     return objective
 
@@ -287,7 +292,7 @@ def _gradient_step(settings, loss_of, image_prior, kernel_prior, state: SearchSt
     return new, loss, _finite(loss, grad_x, grad_k, x, k)
 
 
-def _step(settings, model, vgg_params, state: SearchState, blurry, warmup_kernel, t, num_warmup, num_iters):
+def _step(settings, model, vgg_params, state: SearchState, blurry, features, warmup_kernel, t, num_warmup, num_iters):
     """Search step t of one image (unbatched); returns (new state, loss). t, num_* are shared scalars.
 
     With a fixed kernel (the second stage of kernel_crop), `warmup_kernel` is that kernel.
@@ -298,7 +303,7 @@ def _step(settings, model, vgg_params, state: SearchState, blurry, warmup_kernel
     noise_x, noise_k = jax.random.split(jax.random.fold_in(state.key, t))
     z_x = state.z_x + settings.reg_noise_std * jax.random.normal(noise_x, state.z_x.shape)
     z_k = state.z_k + settings.reg_noise_std * jax.random.normal(noise_k, state.z_k.shape)
-    loss_of = lambda x, k: objective(x, k, blurry, warmup_kernel, t)
+    loss_of = lambda x, k: objective(x, k, blurry, features, warmup_kernel, t)
     new, loss, finite = _gradient_step(settings, loss_of, image_prior, kernel_prior, state, z_x, z_k, txs)
     # Steps past the end (the last chunk's tail) are computed but change nothing (no cond, as above).
     active, running = t < num_warmup + num_iters, state.failed_at < 0
@@ -314,13 +319,40 @@ def init_states(keys: jax.Array, blurry: jax.Array, kernels: jax.Array, *, setti
     return jax.vmap(functools.partial(init_state, settings=settings))(keys, blurry, kernels)
 
 
-def _chunk(state, blurry, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params, *, settings):
+@xla_options.jit(static_argnames=("settings",))
+def blurry_features_of(blurry: jax.Array, vgg_params: Mapping | None, *, settings: SearchSettings) -> dict | None:
+    """What the objective needs of the blurry images (B, Hp, Wp, 3) alone, once per search: their VGG19
+    features for a perceptual term (`search_losses.blurry_features`), None for other objectives."""
+    return blurry_features(settings.objective.used_terms(), vgg_params, blurry)
+
+
+def _in_turn(step, state, blurry, features, warmup_kernel, *shared):
+    """`step` of each image in turn, updating the batched state in place: (state, (B,) losses).
+
+    lax.map would stack every image's new state into a second buffer (at 256 px with the full priors
+    that is 0.43 GB per image, most of it the KernelDIP's 28M parameters and their Adam moments);
+    writing each image's slice back into the loop's carry lets XLA update the donated state in place.
+    """
+    per_image = (blurry, features, warmup_kernel)
+    batch = jax.tree.leaves(state)[0].shape[0]
+
+    def body(i, carry):
+        state, losses = carry
+        take = lambda tree: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
+        new, loss = step(take(state), *take(per_image), *shared)
+        put = lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b, i, axis=0)
+        return jax.tree.map(put, state, new), losses.at[i].set(loss)
+
+    return jax.lax.fori_loop(0, batch, body, (state, jnp.zeros((batch,), jnp.float32)))
+
+
+def _chunk(state, blurry, features, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params, *, settings):
     step = functools.partial(_step, settings, model, vgg_params)
     if settings.sequential:
-        batched = lambda state, y, k, *shared: jax.lax.map(lambda a: step(*a, *shared), (state, y, k))
+        batched = functools.partial(_in_turn, step)
     else:
-        batched = jax.vmap(step, in_axes=(0, 0, 0, None, None, None))
-    body = lambda state, t: batched(state, blurry, warmup_kernel, t, num_warmup, num_iters)
+        batched = jax.vmap(step, in_axes=(0, 0, 0, 0, None, None, None))
+    body = lambda state, t: batched(state, blurry, features, warmup_kernel, t, num_warmup, num_iters)
     steps = t0 + jnp.arange(settings.chunk_size, dtype=jnp.int32)
     return jax.lax.scan(body, state, steps, unroll=settings.unroll)
 
@@ -329,6 +361,7 @@ def _chunk(state, blurry, warmup_kernel, t0, num_warmup, num_iters, model, vgg_p
 def run_chunk(
     state: SearchState,
     blurry: jax.Array,
+    features: Mapping | None,
     warmup_kernel: jax.Array,
     t0: jax.Array,
     num_warmup: jax.Array,
@@ -341,7 +374,8 @@ def run_chunk(
 ) -> tuple[SearchState, jax.Array]:
     """Steps t0 .. t0 + chunk_size - 1 of a batch of searches: returns (state, losses (chunk_size, B)).
 
-    state: batched SearchState (donated); blurry (B, Hp, Wp, 3); warmup_kernel (B, h, w, kernel_dim);
+    state: batched SearchState (donated); blurry (B, Hp, Wp, 3); features: `blurry_features_of(blurry,
+    vgg_params, settings=settings)` (None without a perceptual term); warmup_kernel (B, h, w, kernel_dim);
     t0, num_warmup, num_iters: int scalars (traced: no recompilation for other counts). With a mesh of
     several devices the images are split along its (first) axis by `shard_map`: each device runs the
     vmapped search of its own images, and nothing is communicated. (Left to XLA's partitioner, the
@@ -351,12 +385,12 @@ def run_chunk(
     chunk = functools.partial(_chunk, settings=settings)
     if mesh is not None and mesh.size > 1:
         images, shared = P(mesh.axis_names[0]), P()
-        specs = (images, images, images, shared, shared, shared, shared, shared)
+        specs = (images, images, images, images, shared, shared, shared, shared, shared)
         # check_vma off: the custom VJPs of models/layers.py do not annotate per-device values.
         chunk = jax.shard_map(
             chunk, mesh=mesh, in_specs=specs, out_specs=(images, P(None, mesh.axis_names[0])), check_vma=False
         )
-    return chunk(state, blurry, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params)
+    return chunk(state, blurry, features, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,14 +440,15 @@ def _search(model, blurry, kernels, keys, settings, num_warmup, num_iters, vgg_p
     mesh = mesh or data_mesh()
     blurry, kernels, keys = pad_for_mesh(mesh, blurry, kernels, keys)
     state = init_states(keys, blurry, kernels, settings=settings)
-    (state, blurry, kernels), (model, vgg_params), mesh = distribute(
-        mesh, (state, blurry, kernels), (model, vgg_params)
+    features = blurry_features_of(blurry, vgg_params, settings=settings)
+    (state, blurry, features, kernels), (model, vgg_params), mesh = distribute(
+        mesh, (state, blurry, features, kernels), (model, vgg_params)
     )
     total = num_warmup + num_iters
     counts = (np.int32(num_warmup), np.int32(num_iters))
 
     def chunk(state, t0):
-        return run_chunk(state, blurry, kernels, t0, *counts, model, vgg_params, settings=settings, mesh=mesh)
+        return run_chunk(state, blurry, features, kernels, t0, *counts, model, vgg_params, settings=settings, mesh=mesh)
 
     desc = f"deblur {batch} x {blurry.shape[1]}x{blurry.shape[2]}"
     state, loss = run_chunks(chunk, state, total, settings.chunk_size, batch, desc, progress)
@@ -535,6 +570,7 @@ __all__ = [
     "DeblurResult",
     "SearchSettings",
     "SearchState",
+    "blurry_features_of",
     "deblur",
     "image_keys",
     "init_state",

@@ -20,7 +20,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from kernelspace_jax.deblur_losses import hyper_laplacian_penalty, kernel_norm, perceptual_loss, ssim
+from kernelspace_jax.deblur_losses import (
+    hyper_laplacian_penalty,
+    kernel_norm,
+    perceptual_loss_to_features,
+    ssim,
+    vgg_features,
+)
 
 TERMS = ("perceptual", "ssim", "pixel", "kernel_norm", "laplacian")
 CHARBONNIER_EPS = 1e-3  # sqrt(d^2 + eps^2): L1 away from 0, smooth at 0
@@ -76,6 +82,17 @@ def charbonnier_mean(prediction: jax.Array, target: jax.Array, eps: float = CHAR
     return jnp.mean(jnp.sqrt(diff * diff + eps * eps))
 
 
+def blurry_features(terms: tuple[str, ...], vgg_params: Mapping | None, blurry: jax.Array) -> dict | None:
+    """What `terms` need of the blurry images alone, computed once before a search: blurry (B, H, W, 3)
+    -> VGG19 features {name: (B, h, w, c)} for the perceptual term, None without one."""
+    if "perceptual" not in terms:
+        return None
+    if vgg_params is None:
+        raise ValueError("the perceptual term needs VGG19 weights (vgg_params)")
+    # One image at a time: a batch's VGG activations at full resolution need not be live at once.
+    return jax.lax.map(lambda y: jax.tree.map(lambda f: f[0], vgg_features(vgg_params, y[None])), blurry)
+
+
 def loss_terms(
     terms: tuple[str, ...],
     reblurred: jax.Array,
@@ -83,16 +100,18 @@ def loss_terms(
     sharp: jax.Array,
     kernel: jax.Array,
     vgg_params: Mapping | None,
+    features: Mapping[str, jax.Array] | None = None,
 ) -> dict[str, jax.Array]:
     """The requested `terms` (names in TERMS) as scalars.
 
-    reblurred = F(x, k), blurry = y, sharp = x: (B, H, W, 3); kernel: (B, h, w, kernel_dim).
+    reblurred = F(x, k), blurry = y, sharp = x: (B, H, W, 3); kernel: (B, h, w, kernel_dim); features:
+    `blurry_features(terms, vgg_params, blurry)` if already computed (else computed here).
     """
     out = {}
     if "perceptual" in terms:
-        if vgg_params is None:
-            raise ValueError("the perceptual term needs VGG19 weights (vgg_params)")
-        out["perceptual"] = perceptual_loss(vgg_params, reblurred, blurry)
+        if features is None:
+            features = blurry_features(terms, vgg_params, blurry)
+        out["perceptual"] = perceptual_loss_to_features(vgg_params, reblurred, features)
     if "ssim" in terms:
         out["ssim"] = 1.0 - ssim(reblurred, blurry)
     if "pixel" in terms:

@@ -1,16 +1,40 @@
-"""Shared fixtures: the golden files of the reference (NCHW) read as NHWC arrays; a two-CPU-device launcher."""
+"""Shared fixtures: the golden files of the reference (NCHW) read as NHWC arrays; a two-CPU-device launcher;
+one XLA compilation cache for the whole run."""
 
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWN_CACHE = []
+
+
+def pytest_configure(config):
+    """A persistent compilation cache, new for each run and shared by its xdist workers and the
+    subprocesses the tests start (they inherit the environment): a program that several processes
+    compile (a training step a killed subprocess and the test both run, say) compiles once."""
+    if CACHE_ENV not in os.environ:
+        _OWN_CACHE.append(tempfile.mkdtemp(prefix="kernelspace-jax-xla-cache-"))
+        os.environ[CACHE_ENV] = _OWN_CACHE[0]
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
+    jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def pytest_unconfigure(config):
+    for folder in _OWN_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 DATA = pathlib.Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"

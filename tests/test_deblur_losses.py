@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from kernelspace_jax.checkpoints import CheckpointMismatchError
-from kernelspace_jax.deblur_losses import hyper_laplacian_penalty, kernel_norm, perceptual_loss, ssim
+from kernelspace_jax.deblur_losses import (
+    hyper_laplacian_penalty,
+    kernel_norm,
+    perceptual_loss,
+    perceptual_loss_to_features,
+    ssim,
+    vgg_features,
+)
 from kernelspace_jax.losses import charbonnier_sum
 from kernelspace_jax.models.vgg import (
     PERCEPTUAL_OUTPUTS,
@@ -38,14 +45,20 @@ def test_ssim_matches_reference(golden):
     assert float(ssim(b, a)) == pytest.approx(float(ssim(a, b)), abs=1e-7)
 
 
-def test_ssim_gradient_equals_that_of_the_plain_filter():
-    """ssim's filter has a hand-written gradient (itself: the window is symmetric); it must equal the
-    gradient jax derives for the grouped convolution."""
+def test_ssim_filter_is_the_references_2d_window_and_its_own_gradient():
+    """ssim filters with two 1-D passes and a hand-written gradient (the filter itself: the window is
+    symmetric); both must equal the reference's 2-D window as a grouped convolution, and its gradient."""
     from kernelspace_jax import deblur_losses
 
     a, b = jax.random.uniform(jax.random.key(0), (2, 2, 23, 19, 3))
-    window = deblur_losses._gaussian_window(deblur_losses.SSIM_WINDOW, deblur_losses.SSIM_SIGMA)
-    plain = lambda x: deblur_losses._filter_channels(x, window)
+    taps = deblur_losses.gaussian_taps(deblur_losses.SSIM_WINDOW, deblur_losses.SSIM_SIGMA)
+    window = np.outer(taps, taps)  # the reference's create_window: normalised 1-D, then the product
+    kernel = jnp.broadcast_to(jnp.asarray(window)[:, :, None, None], (*window.shape, 1, 3))
+    pad = window.shape[0] // 2
+    plain = lambda x: jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=3
+    )
+    np.testing.assert_allclose(jax.jit(deblur_losses._gaussian_filter)(a), plain(a), rtol=1e-5, atol=1e-6)
     dy = jax.random.normal(jax.random.key(1), a.shape)
     want = jax.vjp(plain, a)[1](dy)[0]
     got = jax.jit(lambda a: jax.vjp(deblur_losses._gaussian_filter, a)[1](dy)[0])(a)
@@ -117,6 +130,13 @@ def test_vgg19_features_and_perceptual_loss(tmp_path):
     loss = jax.jit(perceptual_loss)
     assert float(loss(params, x, x)) == 0.0
     assert float(loss(params, x, y)) > 0.0
+    # Against y's features computed beforehand (what the search does): the same loss and gradient.
+    y_features = vgg_features(params, y)
+    to_features = jax.jit(perceptual_loss_to_features)
+    np.testing.assert_allclose(to_features(params, x, y_features), loss(params, x, y), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(to_features, 1)(params, x, y_features), jax.grad(loss, 1)(params, x, y), rtol=1e-5, atol=1e-9
+    )
 
 
 def test_perceptual_loss_against_numpy(tmp_path):
