@@ -76,9 +76,7 @@ def test_gradients_of_blur_agree_with_finite_differences(energized, inputs, wrt)
     # In float64: with O(1) weights, float32 rounding of the objective is as large as the finite
     # difference of any step small enough for the network to be linear over it.
     with jax.enable_x64(True):
-        f64 = dataclasses.replace(
-            energized, params=jax.tree.map(lambda a: a.astype(jnp.float64), energized.params), dtype=jnp.float64
-        )
+        f64 = energized.with_dtype(jnp.float64)
         x, k = (inputs[name].astype(jnp.float64) for name in ("sharp", "kernel_rand"))
         weights = jax.random.normal(jax.random.key(1), x.shape, jnp.float64)
 
