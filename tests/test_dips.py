@@ -17,6 +17,7 @@ from kernelspace_jax.models.dips import (
     ImageDIPConfig,
     KernelDIP,
     KernelDIPConfig,
+    batch_norm,
     init_params,
     upsample_bilinear2x,
 )
@@ -175,3 +176,26 @@ def _nodes(tree, path=()):
     for name, child in tree.items():
         if isinstance(child, dict):
             yield from _nodes(child, (*path, name))
+
+
+def test_batch_norm_and_its_written_out_gradients_equal_the_textbook_formula():
+    """batch_norm's own backward pass against differentiating mean / biased variance, in float64."""
+
+    def textbook(x, scale, bias):
+        mean = jnp.mean(x, axis=(0, 1, 2))
+        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+        return (x - mean) / jnp.sqrt(var + 1e-5) * scale + bias
+
+    with jax.enable_x64(True):
+        kx, ks, kb, kr = jax.random.split(jax.random.key(0), 4)
+        x = 3.0 * jax.random.normal(kx, (2, 6, 5, 7), jnp.float64) + 1.0
+        scale, bias = jax.random.normal(ks, (7,), jnp.float64), jax.random.normal(kb, (7,), jnp.float64)
+        weights = jax.random.normal(kr, x.shape, jnp.float64)
+        np.testing.assert_allclose(batch_norm(x, scale, bias), textbook(x, scale, bias), rtol=1e-12, atol=1e-12)
+        # A non-linear loss, so that the gradient depends on the normalised values, not only their sum.
+        loss = lambda f: lambda *a: jnp.sum(weights * jnp.tanh(f(*a)))
+        got = jax.grad(loss(batch_norm), (0, 1, 2))(x, scale, bias)
+        want = jax.grad(loss(textbook), (0, 1, 2))(x, scale, bias)
+        for g, w in zip(got, want, strict=True):
+            assert float(jnp.abs(w).max()) > 1e-3
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)

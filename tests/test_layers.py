@@ -28,7 +28,8 @@ def _inputs(batch, size, cin, cout, kernel, seed=0):
 
 
 # (batch, size, cin, cout, kernel, stride, padding): stride 1 with row-blocked weight gradients
-# (channels >= 16), odd sizes, asymmetric and larger-than-kernel padding, strided, and the patch matmul.
+# (channels >= 16), odd sizes, asymmetric and larger-than-kernel padding, strided, and the patch matmul
+# with many rows and with few (<= FEW_ROWS_MAX: its input gradient is one matvec per row).
 CASES = [
     (2, 32, 16, 8, 3, 1, ((1, 1), (1, 1))),
     (1, 17, 4, 5, 3, 1, ((0, 2), (1, 0))),
@@ -36,6 +37,8 @@ CASES = [
     (2, 20, 6, 7, 4, 2, ((1, 1), (1, 1))),
     (1, 21, 5, 3, 3, 2, ((1, 1), (1, 1))),
     (2, 8, 4, 6, 3, 2, ((1, 1), (1, 1))),
+    (1, 4, 8, 6, 3, 2, ((1, 1), (1, 1))),
+    (1, 2, 8, 5, 3, 1, ((1, 1), (1, 1))),
 ]
 
 

@@ -115,12 +115,15 @@ def check_non_finite_steps_stop_only_their_image(result, model):
     traces = search.trace_count()
     state, _ = run(search.init_states(KEYS, padded, kernels, settings=settings), range(6))
     last_finite = np.asarray(state.sharp[1])
+    clean, _ = run(jax.tree.map(jnp.copy, state), range(6, 12))  # run_chunk donates its state
     # NaN parameters in image 1's prior make its step 6 non-finite: it stops there and keeps its x.
     state = state.replace(x_params=jax.tree.map(lambda a: a.at[1].set(jnp.nan), state.x_params))
     state, _ = run(state, range(6, 12))
     np.testing.assert_array_equal(state.failed_at, [-1, 6])
     np.testing.assert_array_equal(state.sharp[1], last_finite)
-    np.testing.assert_allclose(state.sharp[0, :SIZE, :SIZE], result.sharp[0], atol=1e-5)
+    # Image 0 goes on exactly as without the NaN, and as deblur() ran it (compiled separately: round-off).
+    np.testing.assert_allclose(state.sharp[0], clean.sharp[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(state.sharp[0, :SIZE, :SIZE], result.sharp[0], atol=1e-4)
     # Steps past the end (a last chunk's spare steps) change nothing and report NaN.
     done = np.asarray(state.sharp)
     state, loss = run(state, [12])

@@ -98,10 +98,45 @@ IMAGE_DIP_MICRO = ImageDIPConfig(channels_down=(8,) * 5, channels_up=(8,) * 5, c
 KERNEL_DIP_MICRO = KernelDIPConfig(nf=8, kernel_dim=64, n_blocks=1)
 
 
-class BatchStatNorm(nn.Module):
-    """`nn.BatchNorm2d` in train mode: normalises (B, H, W, C) with the batch's per-channel mean and
+def _channel_sums(x: jax.Array) -> jax.Array:
+    """(B, H, W, C) -> (C,): sums over all but the last axis, as a matrix-vector product (XLA:CPU
+    splits a column reduction into windowed reductions that run several times slower)."""
+    rows = x.reshape(-1, x.shape[-1])
+    return jnp.dot(jnp.ones((rows.shape[0],), x.dtype), rows)
+
+
+def _batch_norm_fwd(x, scale, bias):
+    n = x.size // x.shape[-1]
+    mean = _channel_sums(x) / n
+    centred = x - mean
+    rstd = jax.lax.rsqrt(_channel_sums(jnp.square(centred)) / n + BN_EPS)
+    return centred * (rstd * scale) + bias, (x, mean, rstd, scale)
+
+
+def _batch_norm_bwd(residuals, dy):
+    x, mean, rstd, scale = residuals
+    n = x.size // x.shape[-1]
+    normalised = (x - mean) * rstd
+    d_bias, d_scale = _channel_sums(dy), _channel_sums(dy * normalised)
+    dx = (scale * rstd) * (dy - d_bias / n - normalised * (d_scale / n))
+    return dx, d_scale, d_bias
+
+
+@jax.custom_vjp
+def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """Train-mode batch norm of x (B, H, W, C) with per-channel scale, bias (C,): the batch's mean and
     biased variance (two-pass, like torch; E[x^2] - E[x]^2 loses the low-variance inputs of the
-    non-local blocks to round-off), then scales and shifts. Keeps no running statistics."""
+    non-local blocks to round-off). Its backward pass is written out: 3 passes over x instead of the
+    ~10 that differentiating the forward gives (ImageDIP's step 9% faster on a 2-core CPU)."""
+    return _batch_norm_fwd(x, scale, bias)[0]
+
+
+batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+class BatchStatNorm(nn.Module):
+    """`nn.BatchNorm2d` in train mode (`batch_norm`): normalises (B, H, W, C) with the batch's
+    per-channel statistics, then scales and shifts. Keeps no running statistics."""
 
     scale_init: nn.initializers.Initializer = nn.initializers.ones
 
@@ -110,10 +145,7 @@ class BatchStatNorm(nn.Module):
         channels = x.shape[-1]
         scale = self.param("scale", self.scale_init, (channels,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
-        mean = jnp.mean(x, axis=(0, 1, 2))
-        centred = x - mean
-        var = jnp.mean(jnp.square(centred), axis=(0, 1, 2))
-        return centred * jax.lax.rsqrt(var + BN_EPS) * scale + bias
+        return batch_norm(x, scale, bias)
 
 
 def upsample_bilinear2x(x: jax.Array) -> jax.Array:

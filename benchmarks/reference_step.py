@@ -1,0 +1,135 @@
+"""Times one step of the reference's generic deblurring (PyTorch), for `deblur.py --reference-step-s`.
+
+Needs PyTorch (not a dependency of this project) and a checkout of the authors' repository
+(VinAIResearch/blur-kernel-space-exploring). Runs the body of `JointDeblur.deblur`'s first-half
+step at 256x256 with the authors' `ImageDIP`, `KernelDIP`, `KernelWizard.adaptKernel` (released
+woVAE config), `PerceptualLoss`, `SSIM` and `HyperLaplacianPenalty`, random weights:
+torchvision's `vgg19` is replaced by the same layers built with `torch.nn` and `.cuda()` is a
+no-op, so neither torchvision nor a GPU nor a download is needed.
+
+    python benchmarks/reference_step.py --repo /path/to/blur-kernel-space-exploring --threads 2
+"""
+
+import argparse
+import statistics
+import sys
+import time
+import types
+
+import torch
+from torch import nn
+
+VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+def _vgg19_features():
+    layers, channels = [], 3
+    for width in VGG19_LAYOUT:
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+    return nn.Sequential(*layers)
+
+
+def _install_stubs():
+    """`torchvision.models.vgg19` without torchvision or weights; `.cuda()` does nothing."""
+    tv = types.ModuleType("torchvision")
+    tv.models = types.ModuleType("torchvision.models")
+    tv.models.vgg19 = lambda pretrained=False: types.SimpleNamespace(features=_vgg19_features())
+    sys.modules["torchvision"] = tv
+    sys.modules["torchvision.models"] = tv.models
+    nn.Module.cuda = lambda self, *a, **k: self
+    torch.Tensor.cuda = lambda self, *a, **k: self
+
+
+def build(repo, size):
+    sys.path.insert(0, repo)
+    _install_stubs()
+    from models.dips import ImageDIP, KernelDIP
+    from models.kernel_encoding.kernel_wizard import KernelWizard
+    from models.losses.hyper_laplacian_penalty import HyperLaplacianPenalty
+    from models.losses.perceptual_loss import PerceptualLoss
+    from models.losses.ssim_loss import SSIM
+
+    wizard_opt = {
+        "input_nc": 3,
+        "nf": 64,
+        "front_RBs": 10,
+        "back_RBs": 20,
+        "N_frames": 1,
+        "kernel_dim": 512,
+        "img_size": [size, size],
+        "use_vae": False,
+        "KernelExtractor": {
+            "norm": "none",
+            "use_sharp": True,
+            "n_blocks": 4,
+            "padding_type": "reflect",
+            "use_dropout": False,
+        },
+        "Adapter": {"norm": "none", "use_dropout": False},
+    }
+    wizard = KernelWizard(wizard_opt)
+    for p in wizard.parameters():
+        p.requires_grad = False
+    x_dip = ImageDIP({"input_nc": 8, "output_nc": 3, "nf": 64, "norm": "none", "padding_type": "reflect"})
+    k_dip = KernelDIP(
+        {"nf": 64, "n_blocks": 6, "padding_type": "reflect", "use_dropout": False, "kernel_dim": 512, "norm": "none"}
+    )
+    return dict(
+        wizard=wizard,
+        x_dip=x_dip,
+        k_dip=k_dip,
+        perceptual=PerceptualLoss(),
+        ssim=SSIM(),
+        laplace=HyperLaplacianPenalty(3, 0.66),
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", required=True, help="checkout of the authors' repository")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (after 2 untimed)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    m = build(args.repo, args.size)
+    x_opt = torch.optim.Adam(m["x_dip"].parameters(), lr=5e-4)
+    k_opt = torch.optim.Adam(m["k_dip"].parameters(), lr=5e-4)
+    zx = 0.1 * torch.rand(1, 8, args.size, args.size)
+    zk = 0.1 * torch.rand(1, 64, 64, 64)
+    y = torch.rand(1, 3, args.size, args.size)
+
+    def step():
+        x_opt.zero_grad()
+        k_opt.zero_grad()
+        x = m["x_dip"](zx + 1e-3 * torch.randn_like(zx))
+        k = m["k_dip"](zk + 1e-3 * torch.randn_like(zk))
+        fake_y = m["wizard"].adaptKernel(x, k)
+        loss = 0.6 * m["perceptual"](fake_y, y) + 1 - m["ssim"](fake_y, y)
+        loss = loss + 5e-5 * torch.norm(k) + 2e-2 * m["laplace"](x)
+        loss.backward()
+        x_opt.step()
+        k_opt.step()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size}x{args.size}: "
+        f"median {statistics.median(times):.2f} s per step over {args.steps} "
+        f"(min {min(times):.2f}, max {max(times):.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
