@@ -160,8 +160,11 @@ def main(argv=None) -> None:
     model = init(jax.random.key(0), configs.released())
     config = get_config()
     config.objective = args.objective
-    config.chunk_size = 2 if args.quick else 5
-    timed_chunks = 1 if args.quick else 3
+    # --quick: 2-step chunks; else the library's default (1 step on CPUs, where chunks are unrolled and
+    # longer ones take several times the memory to compile; 50 on accelerators).
+    config.chunk_size = 2 if args.quick else 0
+    config.chunk_size = search.settings_from_config(config, model, args.objective == "reference").chunk_size
+    timed_chunks = 1 if args.quick else (5 if config.chunk_size == 1 else 3)
     vgg = None
     if args.objective == "reference":
         vgg = VGG19Features().init(jax.random.key(2), jnp.zeros((1, 32, 32, 3)))["params"]
