@@ -100,9 +100,10 @@ KERNEL_DIP_MICRO = KernelDIPConfig(nf=8, kernel_dim=64, n_blocks=1)
 
 def _channel_sums(x: jax.Array) -> jax.Array:
     """(B, H, W, C) -> (C,): sums over all but the last axis, as a matrix-vector product (XLA:CPU
-    splits a column reduction into windowed reductions that run several times slower)."""
+    splits a column reduction into windowed reductions that run several times slower). HIGHEST
+    precision: GPUs would otherwise round x to TF32 in a float32 dot."""
     rows = x.reshape(-1, x.shape[-1])
-    return jnp.dot(jnp.ones((rows.shape[0],), x.dtype), rows)
+    return jnp.dot(jnp.ones((rows.shape[0],), x.dtype), rows, precision=jax.lax.Precision.HIGHEST)
 
 
 def _batch_norm_fwd(x, scale, bias):
@@ -127,7 +128,8 @@ def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     """Train-mode batch norm of x (B, H, W, C) with per-channel scale, bias (C,): the batch's mean and
     biased variance (two-pass, like torch; E[x^2] - E[x]^2 loses the low-variance inputs of the
     non-local blocks to round-off). Its backward pass is written out: 3 passes over x instead of the
-    ~10 that differentiating the forward gives (ImageDIP's step 9% faster on a 2-core CPU)."""
+    ~10 that differentiating the forward gives (ImageDIP's step 9% faster on a 2-core CPU). Reverse
+    mode only, like the convolutions of `models.layers`."""
     return _batch_norm_fwd(x, scale, bias)[0]
 
 

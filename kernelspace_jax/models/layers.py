@@ -14,7 +14,9 @@ numbers up to float32 round-off:
   faster for batches of 2 or 4;
 * stride s > 1: XLA's strided convolution forward; backward, that of the same convolution written as
   a sum of s*s stride-1 convolutions, one per phase of the stride (`_conv_phases`);
-* few output pixels (the 2x2 to 8x8 maps at the bottom of the U-Nets): one matmul of image patches;
+* few output pixels (the 2x2 to 8x8 maps at the bottom of the U-Nets): one matmul of image patches,
+  whose input gradient for at most FEW_ROWS_MAX rows is one matvec per row (XLA:CPU runs such
+  few-row matmuls against a transposed weight several times slower);
 * a transposed convolution: for small inputs one matmul and an overlap-add, otherwise the transpose of
   `_conv_phases` (the sub-pixel formulation);
 * bias gradients are matrix-vector products, not column reductions (3-10x faster on XLA:CPU).
