@@ -64,7 +64,7 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     config.kernel_dip = ml_collections.ConfigDict(dict(nf=64, n_blocks=6))  # kernel_dim: the model's
 
     # Speed and memory (results are the same up to float round-off, except kernel_crop).
-    config.chunk_size = 0  # steps per compiled lax.scan call; 0: 1 on CPUs (unrolled), 50 on GPUs/TPUs
+    config.chunk_size = 0  # steps per compiled lax.scan call; 0: 10 on CPUs, 50 on GPUs/TPUs
     config.compute_dtype = "float32"  # of F; "bfloat16" halves its activations (parameters stay float32)
     config.batch_mode = "auto"  # "vmap" the images of a batch, or "map" them in turn; auto: map on CPUs
     config.remat = False  # recompute the priors, F and the losses in the backward pass (less memory)

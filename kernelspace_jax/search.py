@@ -6,8 +6,9 @@
     result.reblurred  # (B, H, W, 3): F(x, k)
     result.history    # {"loss": (B, steps), "failed_at": (B,), "objective": name, ...}
 
-Every image has its own priors, Adam states and key; the images of a batch are `vmap`ped, and the batch
-axis is sharded over all devices (`training.data_mesh()`). One step t of the search, per image:
+Every image has its own priors, Adam states and key; the images of a batch are `vmap`ped (on CPUs the
+ImageDIP, F and the objective take the images in turn, see `_step`), and the batch axis is sharded over
+all devices (`training.data_mesh()`). One step t of the search, per image:
 
   t < W (warm-up)       ImageDIP fitted to the blurry image by MSE and KernelDIP to the warm-up kernel
                         by MSE (the reference runs these two 300-step fits one after the other; they are
@@ -58,7 +59,7 @@ BATCH_MODES = ("auto", "vmap", "map")
 FIXED_KERNEL = "fixed_kernel"  # second stage of `kernel_crop`: x only, k given
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as the reference uses
 KERNEL_CELL_NOISE = 2**dips.KERNEL_DIP_DOWNSAMPLINGS  # z_k pixels per kernel cell and side
-CPU_CHUNK_SIZE, ACCELERATOR_CHUNK_SIZE = 1, 50  # steps per compiled call for config.chunk_size = 0
+CPU_CHUNK_SIZE, ACCELERATOR_CHUNK_SIZE = 10, 50  # steps per compiled call for config.chunk_size = 0
 
 _TRACES: collections.Counter = collections.Counter()
 
@@ -83,7 +84,6 @@ class SearchSettings:
     reg_noise_std: float
     z_scale: float
     chunk_size: int
-    unroll: bool
     remat: bool
     sequential: bool  # the images of a batch one after another (lax.map), not vmapped
 
@@ -111,8 +111,8 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
         raise ValueError(f"update must be one of {UPDATES}, got {config.update_mode!r}")
     if config.chunk_size < 0 or config.num_iters < 1 or config.num_warmup_iters < 0:
         raise ValueError("need chunk_size >= 0, num_iters >= 1 and num_warmup_iters >= 0")
-    # XLA:CPU runs the body of a while loop (a rolled lax.scan) several times slower than the same code
-    # unrolled, so on CPUs the chunk is unrolled, and is one step long unless asked otherwise.
+    # Every call maps XLA's working memory afresh (1-4 GiB at 256 px: page faults cost ~0.2 s per call on a
+    # CPU), so a chunk holds several steps; 10 on CPUs keeps the progress bar moving (~30 s at 256 px).
     cpu = jax.default_backend() == "cpu"
     chunk_size = int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE)
     # vmap turns every image's own prior weights into grouped convolutions, which XLA:CPU runs slower
@@ -138,7 +138,6 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
         reg_noise_std=float(config.reg_noise_std),
         z_scale=float(config.z_scale),
         chunk_size=chunk_size,
-        unroll=cpu,
         remat=bool(config.remat),
         sequential=sequential,
     )
@@ -259,56 +258,86 @@ def _finite(*trees) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
 
 
-def _gradient_step(settings, loss_of, image_prior, kernel_prior, state: SearchState, z_x, z_k, txs):
-    """One update of the priors by settings.update: (new state, loss, whether all of it is finite)."""
-    x_tx, k_tx = txs
+def _noisy(settings: SearchSettings, key: jax.Array, z: jax.Array) -> jax.Array:
+    return z + settings.reg_noise_std * jax.random.normal(key, z.shape)
 
-    def update(tx, grads, opt_state, params):
-        updates, opt_state = tx.update(grads, opt_state)
-        return optax.apply_updates(params, updates), opt_state
+
+def _adam(tx, grads, opt_state, params):
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def _image_step(settings, loss_of, image_prior, x_tx, x_params, x_opt, z_x, k):
+    """One image's ImageDIP update given its kernel k, by settings.update: (x_params, x_opt, x, loss,
+    dloss/dk (None for a fixed kernel), whether the rest is finite)."""
+
+    def fn(p, k):
+        x = image_prior(p, z_x)
+        return loss_of(x, k), x
 
     if settings.update == FIXED_KERNEL:
-        fn = lambda p: (loss_of(image_prior(p, z_x), state.kernel), image_prior(p, z_x))
-        (loss, x), grad_x = jax.value_and_grad(fn, has_aux=True)(state.x_params)
-        x_params, x_opt = update(x_tx, grad_x, state.x_opt, state.x_params)
-        return state.replace(x_params=x_params, x_opt=x_opt, sharp=x), loss, _finite(loss, grad_x, x)
+        (loss, x), grad_x = jax.value_and_grad(fn, has_aux=True)(x_params, k)
+        x_params, x_opt = _adam(x_tx, grad_x, x_opt, x_params)
+        return x_params, x_opt, x, loss, None, _finite(loss, grad_x, x)
     if settings.update == "joint":
-
-        def fn(px, pk):
-            x, k = image_prior(px, z_x), kernel_prior(pk, z_k)
-            return loss_of(x, k), (x, k)
-
-        (loss, (x, k)), (grad_x, grad_k) = jax.value_and_grad(fn, (0, 1), has_aux=True)(state.x_params, state.k_params)
-        x_params, x_opt = update(x_tx, grad_x, state.x_opt, state.x_params)
-    else:  # alternating: x given the current k, then k given the new x
-        k_now = kernel_prior(state.k_params, z_k)
-        grad_x = jax.grad(lambda p: loss_of(image_prior(p, z_x), k_now))(state.x_params)
-        x_params, x_opt = update(x_tx, grad_x, state.x_opt, state.x_params)
+        (loss, x), (grad_x, grad_k) = jax.value_and_grad(fn, (0, 1), has_aux=True)(x_params, k)
+        x_params, x_opt = _adam(x_tx, grad_x, x_opt, x_params)
+    else:  # alternating: x given the current k, then (below) k given the new x
+        grad_x = jax.grad(lambda p: fn(p, k)[0])(x_params)
+        x_params, x_opt = _adam(x_tx, grad_x, x_opt, x_params)
         x = image_prior(x_params, z_x)
-        fn = lambda p: (loss_of(x, kernel_prior(p, z_k)), kernel_prior(p, z_k))
-        (loss, k), grad_k = jax.value_and_grad(fn, has_aux=True)(state.k_params)
-    k_params, k_opt = update(k_tx, grad_k, state.k_opt, state.k_params)
-    new = state.replace(x_params=x_params, k_params=k_params, x_opt=x_opt, k_opt=k_opt, sharp=x, kernel=k)
-    return new, loss, _finite(loss, grad_x, grad_k, x, k)
+        loss, grad_k = jax.value_and_grad(lambda k: loss_of(x, k))(k)
+    # dloss/dk is checked after the KernelDIP's backward pass: a non-finite entry where the prior's last
+    # ReLU is off does not reach its parameters.
+    return x_params, x_opt, x, loss, grad_k, _finite(loss, grad_x, x, k)
 
 
 def _step(settings, model, vgg_params, state: SearchState, blurry, features, warmup_kernel, t, num_warmup, num_iters):
-    """Search step t of one image (unbatched); returns (new state, loss). t, num_* are shared scalars.
+    """Search step t of a batch of images (a leading image axis): returns (new state, (B,) losses).
 
-    With a fixed kernel (the second stage of kernel_crop), `warmup_kernel` is that kernel.
+    t, num_* are shared scalars; with a fixed kernel (the second stage of kernel_crop), `warmup_kernel`
+    is that kernel. The KernelDIPs of all images run together (vmap): forward, then the backward pass of
+    every image's dloss/dk and the Adam update, in place on the batched state. The rest of an image's
+    step (ImageDIP, F, objective, x's update) is vmapped, or on CPUs runs image by image (lax.map):
+    there vmap turns each image's own prior weights into grouped convolutions, which XLA:CPU runs
+    slower than one image's, and slicing each image's KernelDIP state (28M parameters and their Adam
+    moments) out of the batch and back cost 0.2 s per image-step at 256 px.
     """
     image_prior, kernel_prior = _priors(settings)
     objective = _objective_fn(settings, model, vgg_params, num_warmup, num_iters)
-    txs = tuple(_optimizer(lr, settings, num_warmup, num_iters) for lr in (settings.x_lr, settings.k_lr))
-    noise_x, noise_k = jax.random.split(jax.random.fold_in(state.key, t))
-    z_x = state.z_x + settings.reg_noise_std * jax.random.normal(noise_x, state.z_x.shape)
-    z_k = state.z_k + settings.reg_noise_std * jax.random.normal(noise_k, state.z_k.shape)
-    loss_of = lambda x, k: objective(x, k, blurry, features, warmup_kernel, t)
-    new, loss, finite = _gradient_step(settings, loss_of, image_prior, kernel_prior, state, z_x, z_k, txs)
+    x_tx, k_tx = (_optimizer(lr, settings, num_warmup, num_iters) for lr in (settings.x_lr, settings.k_lr))
+    noise_x, noise_k = jnp.moveaxis(jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, t)))(state.key), 1, 0)
+    learn_k = settings.update != FIXED_KERNEL
+    if learn_k:
+        z_k = jax.vmap(functools.partial(_noisy, settings))(noise_k, state.z_k)
+        k, kernel_vjp = jax.vjp(lambda p: jax.vmap(kernel_prior)(p, z_k), state.k_params)
+    else:
+        k = state.kernel
+
+    def image_step(args):
+        x_params, x_opt, z_x, key, y, image_features, warm, k = args
+        loss_of = lambda x, k: objective(x, k, y, image_features, warm, t)
+        return _image_step(settings, loss_of, image_prior, x_tx, x_params, x_opt, _noisy(settings, key, z_x), k)
+
+    per_image = (state.x_params, state.x_opt, state.z_x, noise_x, blurry, features, warmup_kernel, k)
+    if settings.sequential:
+        x_params, x_opt, x, loss, grad_k, finite = jax.lax.map(image_step, per_image)
+    else:
+        x_params, x_opt, x, loss, grad_k, finite = jax.vmap(image_step)(per_image)
+    new = state.replace(x_params=x_params, x_opt=x_opt, sharp=x)
+    if learn_k:
+        (grad_k_params,) = kernel_vjp(grad_k)
+        finite &= jax.vmap(_finite)(grad_k_params)
+        k_params, k_opt = jax.vmap(functools.partial(_adam, k_tx))(grad_k_params, state.k_opt, state.k_params)
+        new = new.replace(k_params=k_params, k_opt=k_opt, kernel=k)
     # Steps past the end (the last chunk's tail) are computed but change nothing (no cond, as above).
     active, running = t < num_warmup + num_iters, state.failed_at < 0
     keep = active & running & finite
-    new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
+
+    def select(a, b):
+        return jnp.where(keep.reshape(keep.shape + (1,) * (a.ndim - 1)), a, b)
+
+    new = jax.tree.map(select, new, state)
     failed_at = jnp.where(active & running & ~finite, t, state.failed_at).astype(jnp.int32)
     return new.replace(failed_at=failed_at), jnp.where(active, loss, jnp.nan)
 
@@ -326,35 +355,11 @@ def blurry_features_of(blurry: jax.Array, vgg_params: Mapping | None, *, setting
     return blurry_features(settings.objective.used_terms(), vgg_params, blurry)
 
 
-def _in_turn(step, state, blurry, features, warmup_kernel, *shared):
-    """`step` of each image in turn, updating the batched state in place: (state, (B,) losses).
-
-    lax.map would stack every image's new state into a second buffer (at 256 px with the full priors
-    that is 0.43 GB per image, most of it the KernelDIP's 28M parameters and their Adam moments);
-    writing each image's slice back into the loop's carry lets XLA update the donated state in place.
-    """
-    per_image = (blurry, features, warmup_kernel)
-    batch = jax.tree.leaves(state)[0].shape[0]
-
-    def body(i, carry):
-        state, losses = carry
-        take = lambda tree: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)
-        new, loss = step(take(state), *take(per_image), *shared)
-        put = lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b, i, axis=0)
-        return jax.tree.map(put, state, new), losses.at[i].set(loss)
-
-    return jax.lax.fori_loop(0, batch, body, (state, jnp.zeros((batch,), jnp.float32)))
-
-
 def _chunk(state, blurry, features, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params, *, settings):
     step = functools.partial(_step, settings, model, vgg_params)
-    if settings.sequential:
-        batched = functools.partial(_in_turn, step)
-    else:
-        batched = jax.vmap(step, in_axes=(0, 0, 0, 0, None, None, None))
-    body = lambda state, t: batched(state, blurry, features, warmup_kernel, t, num_warmup, num_iters)
+    body = lambda state, t: step(state, blurry, features, warmup_kernel, t, num_warmup, num_iters)
     steps = t0 + jnp.arange(settings.chunk_size, dtype=jnp.int32)
-    return jax.lax.scan(body, state, steps, unroll=settings.unroll)
+    return jax.lax.scan(body, state, steps)
 
 
 @xla_options.jit(static_argnames=("settings", "mesh"), donate_argnums=0)

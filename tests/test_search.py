@@ -98,6 +98,15 @@ def check_other_iteration_counts_reuse_the_chunk(model):
     assert search.trace_count() == traces
 
 
+def check_longer_chunks_give_the_same_search(result, model):
+    """5-step chunks (a rolled lax.scan; 12 steps leave a 3-step tail that must change nothing) and
+    1-step chunks run the same search."""
+    chunked = search.deblur(model, blurry_images(2), KEYS, tiny_config(chunk_size=5))
+    np.testing.assert_allclose(chunked.history["loss"], result.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(chunked.sharp, result.sharp, atol=1e-5)
+    np.testing.assert_allclose(chunked.kernel, result.kernel, atol=1e-5, rtol=1e-5)
+
+
 def check_non_finite_steps_stop_only_their_image(result, model):
     config = tiny_config()
     settings = search.settings_from_config(config, model, has_vgg=False)
@@ -163,6 +172,7 @@ def test_search(tmp_path):
         result = search.deblur(model, blurry_images(2), KEYS, tiny_config())
         check_result(result, model)
         check_other_iteration_counts_reuse_the_chunk(model)
+        check_longer_chunks_give_the_same_search(result, model)
         check_non_finite_steps_stop_only_their_image(result, model)
         _, stderr = two_devices.communicate(timeout=900)
     finally:
