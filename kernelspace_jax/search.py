@@ -85,7 +85,7 @@ class SearchSettings:
     z_scale: float
     chunk_size: int
     remat: bool
-    sequential: bool  # the images of a batch one after another (lax.map), not vmapped
+    sequential: bool  # ImageDIP, F and objective of a batch's images in turn (lax.map), not vmapped
 
 
 def resolve_objective(config: ml_collections.ConfigDict, has_vgg: bool) -> Objective:
@@ -115,9 +115,7 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
     # CPU), so a chunk holds several steps; 10 on CPUs keeps the progress bar moving (~30 s at 256 px).
     cpu = jax.default_backend() == "cpu"
     chunk_size = int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE)
-    # vmap turns every image's own prior weights into grouped convolutions, which XLA:CPU runs slower
-    # than one image's convolutions (demo priors, 128 px, per image-step: alone 0.162 s, batch 4
-    # mapped 0.156 s, vmapped 0.187 s); there the images of a batch take turns (lax.map).
+    # On CPUs the images take turns by default: see _step.
     batch_mode = config.get("batch_mode", "auto")
     if batch_mode not in BATCH_MODES:
         raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
