@@ -6,9 +6,9 @@
     result.reblurred  # (B, H, W, 3): F(x, k)
     result.history    # {"loss": (B, steps), "failed_at": (B,), "objective": name, ...}
 
-Every image has its own priors, Adam states and key; the images of a batch are `vmap`ped (on CPUs the
-ImageDIP, F and the objective take the images in turn, see `_step`), and the batch axis is sharded over
-all devices (`training.data_mesh()`). One step t of the search, per image:
+Every image has its own priors, Adam states and key; the images of a batch are `vmap`ped (on CPUs they
+take turns, each running a whole chunk of steps, see `_chunk`), and the batch axis is sharded over all
+devices (`training.data_mesh()`). One step t of the search, per image:
 
   t < W (warm-up)       ImageDIP fitted to the blurry image by MSE and KernelDIP to the warm-up kernel
                         by MSE (the reference runs these two 300-step fits one after the other; they are
@@ -85,7 +85,7 @@ class SearchSettings:
     z_scale: float
     chunk_size: int
     remat: bool
-    sequential: bool  # ImageDIP, F and objective of a batch's images in turn (lax.map), not vmapped
+    sequential: bool  # the images of a chunk in turn (a loop), not vmapped
 
 
 def resolve_objective(config: ml_collections.ConfigDict, has_vgg: bool) -> Objective:
@@ -115,7 +115,7 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
     # CPU), so a chunk holds several steps; 10 on CPUs keeps the progress bar moving (~30 s at 256 px).
     cpu = jax.default_backend() == "cpu"
     chunk_size = int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE)
-    # On CPUs the images take turns by default: see _step.
+    # On CPUs the images take turns by default: see _chunk.
     batch_mode = config.get("batch_mode", "auto")
     if batch_mode not in BATCH_MODES:
         raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
@@ -294,12 +294,9 @@ def _step(settings, model, vgg_params, state: SearchState, blurry, features, war
     """Search step t of a batch of images (a leading image axis): returns (new state, (B,) losses).
 
     t, num_* are shared scalars; with a fixed kernel (the second stage of kernel_crop), `warmup_kernel`
-    is that kernel. The KernelDIPs of all images run together (vmap): forward, then the backward pass of
-    every image's dloss/dk and the Adam update, in place on the batched state. The rest of an image's
-    step (ImageDIP, F, objective, x's update) is vmapped, or on CPUs runs image by image (lax.map):
-    there vmap turns each image's own prior weights into grouped convolutions, which XLA:CPU runs
-    slower than one image's, and slicing each image's KernelDIP state (28M parameters and their Adam
-    moments) out of the batch and back cost 0.2 s per image-step at 256 px.
+    is that kernel. The images are vmapped: the KernelDIPs' forward pass, then the ImageDIP, F, the
+    objective and x's update of each image, then the backward pass of every image's dloss/dk through its
+    KernelDIP and k's update, in place on the batched state. (On CPUs `_chunk` gives it one image.)
     """
     image_prior, kernel_prior = _priors(settings)
     objective = _objective_fn(settings, model, vgg_params, num_warmup, num_iters)
@@ -318,10 +315,7 @@ def _step(settings, model, vgg_params, state: SearchState, blurry, features, war
         return _image_step(settings, loss_of, image_prior, x_tx, x_params, x_opt, _noisy(settings, key, z_x), k)
 
     per_image = (state.x_params, state.x_opt, state.z_x, noise_x, blurry, features, warmup_kernel, k)
-    if settings.sequential:
-        x_params, x_opt, x, loss, grad_k, finite = jax.lax.map(image_step, per_image)
-    else:
-        x_params, x_opt, x, loss, grad_k, finite = jax.vmap(image_step)(per_image)
+    x_params, x_opt, x, loss, grad_k, finite = jax.vmap(image_step)(per_image)
     new = state.replace(x_params=x_params, x_opt=x_opt, sharp=x)
     if learn_k:
         (grad_k_params,) = kernel_vjp(grad_k)
@@ -354,10 +348,33 @@ def blurry_features_of(blurry: jax.Array, vgg_params: Mapping | None, *, setting
 
 
 def _chunk(state, blurry, features, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params, *, settings):
+    """The chunk's steps of a batch: (state, losses (chunk_size, B)).
+
+    On CPUs (settings.sequential) the images take turns, each running all the chunk's steps as a batch
+    of one, so that a batch costs its images' time alone: vmap would turn each image's own prior weights
+    into grouped convolutions, which XLA:CPU runs slower than one image's, and taking turns at every
+    step would slice each image's state (0.4 GB at 256 px, mostly the KernelDIP's 28M parameters and
+    their Adam moments) out of the batch and back at every step, not once per chunk.
+    """
     step = functools.partial(_step, settings, model, vgg_params)
-    body = lambda state, t: step(state, blurry, features, warmup_kernel, t, num_warmup, num_iters)
     steps = t0 + jnp.arange(settings.chunk_size, dtype=jnp.int32)
-    return jax.lax.scan(body, state, steps)
+
+    def run(state, blurry, features, warmup_kernel):
+        body = lambda state, t: step(state, blurry, features, warmup_kernel, t, num_warmup, num_iters)
+        return jax.lax.scan(body, state, steps)
+
+    if not settings.sequential:
+        return run(state, blurry, features, warmup_kernel)
+
+    def one_image(i, carry):  # in place: lax.map would stack the new states in a second buffer
+        state, losses = carry
+        image = lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1)
+        new, loss = run(*jax.tree.map(image, (state, blurry, features, warmup_kernel)))
+        put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, i, 0)
+        return jax.tree.map(put, state, new), jax.lax.dynamic_update_slice_in_dim(losses, loss, i, 1)
+
+    losses = jnp.zeros((settings.chunk_size, blurry.shape[0]), jnp.float32)
+    return jax.lax.fori_loop(0, blurry.shape[0], one_image, (state, losses))
 
 
 @xla_options.jit(static_argnames=("settings", "mesh"), donate_argnums=0)

@@ -98,13 +98,14 @@ def check_other_iteration_counts_reuse_the_chunk(model):
     assert search.trace_count() == traces
 
 
-def check_longer_chunks_give_the_same_search(result, model):
-    """5-step chunks (a rolled lax.scan; 12 steps leave a 3-step tail that must change nothing) and
-    1-step chunks run the same search."""
-    chunked = search.deblur(model, blurry_images(2), KEYS, tiny_config(chunk_size=5))
-    np.testing.assert_allclose(chunked.history["loss"], result.history["loss"], rtol=1e-5)
-    np.testing.assert_allclose(chunked.sharp, result.sharp, atol=1e-5)
-    np.testing.assert_allclose(chunked.kernel, result.kernel, atol=1e-5, rtol=1e-5)
+def check_alone_in_longer_chunks_gives_the_batch_result(result, model):
+    """Image 1 alone, in 5-step chunks (a rolled lax.scan; 12 steps leave a 3-step tail that must change
+    nothing), runs the search it ran second in a batch of two in 1-step chunks (the CPU default, images
+    taking turns)."""
+    alone = search.deblur(model, blurry_images(2)[1:], KEYS[1:], tiny_config(chunk_size=5))
+    np.testing.assert_allclose(alone.history["loss"][0], result.history["loss"][1], rtol=1e-5)
+    np.testing.assert_allclose(alone.sharp[0], result.sharp[1], atol=1e-5)
+    np.testing.assert_allclose(alone.kernel[0], result.kernel[1], atol=1e-5, rtol=1e-5)
 
 
 def check_non_finite_steps_stop_only_their_image(result, model):
@@ -172,7 +173,7 @@ def test_search(tmp_path):
         result = search.deblur(model, blurry_images(2), KEYS, tiny_config())
         check_result(result, model)
         check_other_iteration_counts_reuse_the_chunk(model)
-        check_longer_chunks_give_the_same_search(result, model)
+        check_alone_in_longer_chunks_gives_the_batch_result(result, model)
         check_non_finite_steps_stop_only_their_image(result, model)
         _, stderr = two_devices.communicate(timeout=900)
     finally:
@@ -182,8 +183,9 @@ def test_search(tmp_path):
 
 
 def test_reference_objective_with_the_blurry_images_vgg_features_computed_once():
-    """The perceptual objective compares F(x, k) with VGG19 features of y computed before the search;
-    one main-phase step with them must equal the step that computes them itself."""
+    """The perceptual objective compares F(x, k) with VGG19 features of y computed once before the
+    search; the reference recomputes them every step. The search's objective gives the same loss either
+    way, and a main-phase step of the search runs on them."""
     from kernelspace_jax.models.vgg import VGG19Features
 
     model = tiny_model()
@@ -194,18 +196,24 @@ def test_reference_objective_with_the_blurry_images_vgg_features_computed_once()
     kernels = warmup_kernels(model, padded, "zero")
     features = search.blurry_features_of(padded, vgg, settings=settings)
     assert features["relu1_1"].shape == (2, 128, 128, 64) and features["relu5_1"].shape == (2, 8, 8, 512)
-    counts = (np.int32(4), np.int32(8))
-    results = []
-    for given in (features, None):
-        state = search.init_states(KEYS, padded, kernels, settings=settings)
-        step = (padded, given, kernels, np.int32(5), *counts, model, vgg)
-        state, loss = search.run_chunk(state, *step, settings=settings)
-        results.append((np.asarray(loss), np.asarray(state.sharp), np.asarray(state.kernel)))
-    (loss, sharp, kernel), (loss_none, sharp_none, kernel_none) = results
+
+    objective = search._objective_fn(settings, model, vgg, np.int32(4), np.int32(8))
+    sharp = padded[::-1]  # a wrong guess of x, so that F(x, k) and y differ
+    k = 0.1 * jax.random.normal(jax.random.key(3), kernels.shape)
+    given = jax.jit(jax.vmap(lambda x, k, y, f, w: objective(x, k, y, f, w, 5)))
+    computed = jax.jit(jax.vmap(lambda x, k, y, w: objective(x, k, y, None, w, 5)))
+    loss = given(sharp, k, padded, features, kernels)
+    np.testing.assert_allclose(loss, computed(sharp, k, padded, kernels), rtol=1e-5)
+    swapped = given(sharp, k, padded, jax.tree.map(lambda f: f[::-1], features), kernels)
+    assert (np.abs(np.asarray(swapped) - np.asarray(loss)) > 1e-3 * np.abs(np.asarray(loss))).all()
+
+    state = search.init_states(KEYS, padded, kernels, settings=settings)
+    before = np.asarray(state.sharp)
+    state, loss = search.run_chunk(
+        state, padded, features, kernels, np.int32(5), np.int32(4), np.int32(8), model, vgg, settings=settings
+    )
     assert np.isfinite(loss).all() and loss.shape == (1, 2)
-    np.testing.assert_allclose(loss, loss_none, rtol=1e-5)
-    np.testing.assert_allclose(sharp, sharp_none, atol=1e-5)
-    np.testing.assert_allclose(kernel, kernel_none, atol=1e-5)
+    assert np.abs(np.asarray(state.sharp) - before).max() > 1e-4
 
 
 def test_step_decay_schedule_is_the_references_steplr():

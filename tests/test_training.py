@@ -8,7 +8,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -153,8 +152,10 @@ def test_ctrl_c_to_the_process_group_with_data_workers_saves_then_resumes(uninte
 
 
 def test_several_devices_give_the_same_losses(uninterrupted, tmp_path):
+    from conftest import with_two_cpu_devices  # not at the top: this file's subprocesses lack tests/ on their path
+
     workdir, _ = uninterrupted
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = with_two_cpu_devices(dict(os.environ))
     code = (
         "import sys, jax; assert jax.device_count() == 2; "
         "from tests.test_training import tiny_config; "
@@ -166,11 +167,19 @@ def test_several_devices_give_the_same_losses(uninterrupted, tmp_path):
     np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(expected)], rtol=1e-4)
 
 
-def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
-    config = tiny_config(total_steps=8)
-    config.optimizer.lr = 1e12  # diverges within a few steps
-    with pytest.raises(training.NonFiniteLossError, match="last good checkpoint"):
-        train_and_evaluate(config, str(tmp_path))
-    model = ksj.load(str(tmp_path))
-    assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(model.params))
-    assert int(max(os.listdir(tmp_path / "checkpoints"), key=int)) < 8
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(uninterrupted, tmp_path, monkeypatch):
+    """A batch that makes step 5 non-finite (as a diverging run would) stops the run with step 4 saved."""
+    workdir, _ = uninterrupted
+    original, calls = training.global_batch, []
+
+    def poisoned(local, sharding):
+        calls.append(None)
+        if len(calls) == 5:
+            local = {**local, "blurry": np.full_like(local["blurry"], np.nan)}
+        return original(local, sharding)
+
+    monkeypatch.setattr(training, "global_batch", poisoned)
+    with pytest.raises(training.NonFiniteLossError, match=r"at step 5; .* last good checkpoint, step 4"):
+        train_and_evaluate(tiny_config(), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    assert leaves_close(ksj.load(str(tmp_path)).params, ksj.load(workdir, step=4).params, tol=1e-6)
