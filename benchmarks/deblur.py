@@ -8,11 +8,12 @@
 The released configuration of F (random weights: speed does not depend on them), the full priors of
 configs/deblur_generic.py, and the reference objective with randomly initialised VGG19 weights (what
 the reference's step includes) unless --objective fallback. For every batch
-size: the compile time of one search chunk, the median time per step (after a warm-up chunk), the
+size: the compile time of one search chunk, the median time per step (after a warm-up chunk; the
+batch sizes' chunks are called in turn, so that a machine whose speed drifts slows them alike), the
 time per image and step, and the whole reference run (300 warm-up + 5000 steps) per image. A second
 iteration count is run through the same compiled chunk to show that nothing is recompiled. Memory:
 XLA's buffer assignment of the compiled chunk (arguments + outputs + temporaries, the peak a device
-needs), and on GPUs the allocator's peak.
+needs), and on GPUs the allocator's peak over the run (all batch sizes' states are held at once).
 """
 
 from __future__ import annotations
@@ -76,31 +77,38 @@ def memory_bytes(compiled) -> int | None:
     )
 
 
-def bench_batch(model, config, vgg, batch, size, timed_chunks):
+def compile_batch(model, config, vgg, batch, size) -> dict:
+    """The compiled search chunk for `batch` random images at size x size, with its inputs."""
     settings, state, images = _inputs(model, batch, size, size, config, vgg)
     counts = (np.int32(config.num_warmup_iters), np.int32(config.num_iters))
     start = time.perf_counter()
     compiled = search.run_chunk.lower(state, *images, np.int32(0), *counts, model, vgg, settings=settings).compile()
-    compile_s = time.perf_counter() - start
-    times = []
-    for i in range(timed_chunks + 1):
-        # Main-phase steps (t >= warm-up): F and the objective run, as in 5000 of the 5300 steps.
-        t0 = np.int32(config.num_warmup_iters + i * settings.chunk_size)
-        start = time.perf_counter()
-        state, loss = compiled(state, *images, t0, *counts, model, vgg)
-        loss.block_until_ready()
-        if i:  # the first call warms up
-            times.append((time.perf_counter() - start) / settings.chunk_size)
-    peak = None
-    if jax.default_backend() == "gpu":
-        peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
     return {
         "batch": batch,
-        "compile_s": compile_s,
-        "step_s": statistics.median(times),
+        "compile_s": time.perf_counter() - start,
         "buffers": memory_bytes(compiled),
-        "peak": peak,
+        "run": [compiled, state, (*images, counts)],
+        "times": [],
     }
+
+
+def time_in_turns(rows, model, vgg, chunk_size, main_start, timed_chunks) -> None:
+    """Calls every batch size's chunk in turn, a warm-up round then `timed_chunks` timed ones, so that a
+    machine whose speed drifts (shared CPUs) slows all batch sizes alike; sets row["step_s"] (median)."""
+    for i in range(timed_chunks + 1):
+        # Main-phase steps (t >= warm-up): F and the objective run, as in 5000 of the 5300 steps.
+        t0 = np.int32(main_start + i * chunk_size)
+        for row in rows:
+            compiled, state, (blurry, features, kernels, counts) = row["run"]
+            start = time.perf_counter()
+            state, loss = compiled(state, blurry, features, kernels, t0, *counts, model, vgg)
+            loss.block_until_ready()
+            row["run"][1] = state
+            if i:
+                row["times"].append((time.perf_counter() - start) / chunk_size)
+    for row in rows:
+        row["step_s"] = statistics.median(row["times"])
+        del row["run"]
 
 
 def retrace_check(model, config, vgg, size) -> tuple[int, float, float]:
@@ -170,8 +178,11 @@ def main(argv=None) -> None:
 
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):
-        rows.append(bench_batch(model, config, vgg, batch, args.size, timed_chunks))
-        print(f"  batch {batch}: {rows[-1]}", flush=True)
+        rows.append(compile_batch(model, config, vgg, batch, args.size))
+        print(f"  batch {batch}: compiled in {rows[-1]['compile_s']:.0f} s", flush=True)
+    time_in_turns(rows, model, vgg, config.chunk_size, config.num_warmup_iters, timed_chunks)
+    for row in rows:
+        print(f"  batch {row['batch']}: {', '.join(f'{t:.3f}' for t in row['times'])} s / step", flush=True)
     new_traces, first_s, second_s = retrace_check(model, config, vgg, args.size)
 
     single = rows[0]["step_s"] / rows[0]["batch"]
@@ -181,21 +192,25 @@ def main(argv=None) -> None:
     gib = lambda b: f"{b / 2**30:.2f}" if b else "n/a"
     print(
         f"\nsearch at {args.size}x{args.size}, objective {args.objective}, full priors, released F "
-        f"(random weights), {timed_chunks} x {config.chunk_size} timed steps after a warm-up chunk\n"
+        f"(random weights), {timed_chunks} x {config.chunk_size} timed steps after a warm-up chunk, "
+        "the batch sizes' chunks called in turn\n"
     )
     print(
         "| batch | compile (s) | s / step | s / image-step | vs batch 1 | whole run / image (5300 steps) "
-        "| buffers (GiB) | GPU peak (GiB) |" + (" vs reference |" if reference else "")
+        "| buffers (GiB) |" + (" vs reference |" if reference else "")
     )
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if reference else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if reference else ""))
     for r in rows:
         per_image = r["step_s"] / r["batch"]
         whole = per_image * REFERENCE_STEPS
         print(
             f"| {r['batch']} | {r['compile_s']:.0f} | {r['step_s']:.2f} | {per_image:.3f} | "
-            f"{per_image / single:.2f} | {whole / 60:.0f} min | {gib(r['buffers'])} | {gib(r['peak'])} |"
+            f"{per_image / single:.2f} | {whole / 60:.0f} min | {gib(r['buffers'])} |"
             + (f" {per_image / reference:.2f} |" if reference else "")
         )
+    if jax.default_backend() == "gpu":
+        peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
+        print(f"\nGPU allocator peak, all batch sizes' states held at once: {gib(peak)} GiB")
     if reference:
         print(
             f"\nreference (PyTorch, one image): {reference} s / step, "
