@@ -37,7 +37,8 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     config.kernel_dip = ml_collections.ConfigDict(dict(nf=64, n_blocks=6))  # kernel_dim: the model's
     config.gaussian_fit_samples = 1_000_000  # z mapped once for the Gaussian fit of W (cached beside the checkpoint)
 
-    config.chunk_size = 0  # steps per compiled lax.scan call; 0: 1 on CPUs (unrolled), 50 on GPUs/TPUs
+    config.chunk_size = 0  # steps per compiled lax.scan call; 0: 10 on CPUs, 50 on GPUs/TPUs
+    config.batch_mode = "auto"  # "vmap" the images of a batch, or "map" them in turn; auto: map on CPUs
     config.compute_dtype = "float32"  # of F; "bfloat16" halves its activations (the generator stays float32)
     config.max_pixels = 1024 * 1024  # larger inputs are refused before anything runs
 

@@ -105,21 +105,30 @@ def resolve_objective(config: ml_collections.ConfigDict, has_vgg: bool) -> Objec
     return objective
 
 
+def chunking(config: ml_collections.ConfigDict) -> tuple[int, bool]:
+    """(steps per compiled chunk, whether the images take turns) from config.chunk_size and batch_mode.
+
+    Every call maps XLA's working memory afresh (1-4 GiB at 256 px: page faults cost ~0.2 s per call on a
+    CPU), so a chunk holds several steps; 10 on CPUs keeps the progress bar moving (~30 s at 256 px). On
+    CPUs the images take turns by default (`in_turns`); on accelerators they are vmapped.
+    """
+    if config.chunk_size < 0:
+        raise ValueError(f"need chunk_size >= 0, got {config.chunk_size}")
+    cpu = jax.default_backend() == "cpu"
+    chunk_size = int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE)
+    batch_mode = config.get("batch_mode", "auto")
+    if batch_mode not in BATCH_MODES:
+        raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
+    return chunk_size, batch_mode == "map" or (batch_mode == "auto" and cpu)
+
+
 def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceModel, has_vgg: bool) -> SearchSettings:
     """The static settings of `config` for `model` (the KernelDIP outputs model.config.kernel_dim)."""
     if config.update_mode not in UPDATES:
         raise ValueError(f"update must be one of {UPDATES}, got {config.update_mode!r}")
-    if config.chunk_size < 0 or config.num_iters < 1 or config.num_warmup_iters < 0:
-        raise ValueError("need chunk_size >= 0, num_iters >= 1 and num_warmup_iters >= 0")
-    # Every call maps XLA's working memory afresh (1-4 GiB at 256 px: page faults cost ~0.2 s per call on a
-    # CPU), so a chunk holds several steps; 10 on CPUs keeps the progress bar moving (~30 s at 256 px).
-    cpu = jax.default_backend() == "cpu"
-    chunk_size = int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE)
-    # On CPUs the images take turns by default: see _chunk.
-    batch_mode = config.get("batch_mode", "auto")
-    if batch_mode not in BATCH_MODES:
-        raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
-    sequential = batch_mode == "map" or (batch_mode == "auto" and cpu)
+    if config.num_iters < 1 or config.num_warmup_iters < 0:
+        raise ValueError("need num_iters >= 1 and num_warmup_iters >= 0")
+    chunk_size, sequential = chunking(config)
     image_dip = dips.ImageDIPConfig(
         **{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.image_dip.to_dict().items()}
     )
@@ -252,7 +261,8 @@ def _objective_fn(settings: SearchSettings, model: KernelSpaceModel, vgg_params,
     return objective
 
 
-def _finite(*trees) -> jax.Array:
+def all_finite(*trees) -> jax.Array:
+    """True (a scalar) when every leaf of every tree is finite; also used by the StyleGAN2 search."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
 
 
@@ -276,7 +286,7 @@ def _image_step(settings, loss_of, image_prior, x_tx, x_params, x_opt, z_x, k):
     if settings.update == FIXED_KERNEL:
         (loss, x), grad_x = jax.value_and_grad(fn, has_aux=True)(x_params, k)
         x_params, x_opt = _adam(x_tx, grad_x, x_opt, x_params)
-        return x_params, x_opt, x, loss, None, _finite(loss, grad_x, x)
+        return x_params, x_opt, x, loss, None, all_finite(loss, grad_x, x)
     if settings.update == "joint":
         (loss, x), (grad_x, grad_k) = jax.value_and_grad(fn, (0, 1), has_aux=True)(x_params, k)
         x_params, x_opt = _adam(x_tx, grad_x, x_opt, x_params)
@@ -287,7 +297,7 @@ def _image_step(settings, loss_of, image_prior, x_tx, x_params, x_opt, z_x, k):
         loss, grad_k = jax.value_and_grad(lambda k: loss_of(x, k))(k)
     # dloss/dk is checked after the KernelDIP's backward pass: a non-finite entry where the prior's last
     # ReLU is off does not reach its parameters.
-    return x_params, x_opt, x, loss, grad_k, _finite(loss, grad_x, x, k)
+    return x_params, x_opt, x, loss, grad_k, all_finite(loss, grad_x, x, k)
 
 
 def _step(settings, model, vgg_params, state: SearchState, blurry, features, warmup_kernel, t, num_warmup, num_iters):
@@ -319,7 +329,7 @@ def _step(settings, model, vgg_params, state: SearchState, blurry, features, war
     new = state.replace(x_params=x_params, x_opt=x_opt, sharp=x)
     if learn_k:
         (grad_k_params,) = kernel_vjp(grad_k)
-        finite &= jax.vmap(_finite)(grad_k_params)
+        finite &= jax.vmap(all_finite)(grad_k_params)
         k_params, k_opt = jax.vmap(functools.partial(_adam, k_tx))(grad_k_params, state.k_opt, state.k_params)
         new = new.replace(k_params=k_params, k_opt=k_opt, kernel=k)
     # Steps past the end (the last chunk's tail) are computed but change nothing (no cond, as above).
@@ -347,14 +357,33 @@ def blurry_features_of(blurry: jax.Array, vgg_params: Mapping | None, *, setting
     return blurry_features(settings.objective.used_terms(), vgg_params, blurry)
 
 
+def in_turns(run, state, *inputs, steps: int):
+    """`run` on each image in turn as a batch of one; returns (state, losses (steps, B)) like `run`'s.
+
+    run(state, *inputs) -> (state, losses (steps, b)) takes batched pytrees (leading image axis b). Each
+    image's slice of the state is taken out, advanced and written back in place (lax.map would stack the
+    new states in a second buffer), so a batch costs what its images cost alone.
+    """
+    batch = jax.tree.leaves(inputs)[0].shape[0]
+
+    def one_image(i, carry):
+        state, losses = carry
+        image = lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1)
+        new, loss = run(*jax.tree.map(image, (state, *inputs)))
+        put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, i, 0)
+        return jax.tree.map(put, state, new), jax.lax.dynamic_update_slice_in_dim(losses, loss, i, 1)
+
+    return jax.lax.fori_loop(0, batch, one_image, (state, jnp.zeros((steps, batch), jnp.float32)))
+
+
 def _chunk(state, blurry, features, warmup_kernel, t0, num_warmup, num_iters, model, vgg_params, *, settings):
     """The chunk's steps of a batch: (state, losses (chunk_size, B)).
 
-    On CPUs (settings.sequential) the images take turns, each running all the chunk's steps as a batch
-    of one, so that a batch costs its images' time alone: vmap would turn each image's own prior weights
-    into grouped convolutions, which XLA:CPU runs slower than one image's, and taking turns at every
-    step would slice each image's state (0.4 GB at 256 px, mostly the KernelDIP's 28M parameters and
-    their Adam moments) out of the batch and back at every step, not once per chunk.
+    On CPUs (settings.sequential) the images take turns (`in_turns`), each running all the chunk's steps
+    as a batch of one: vmap would turn each image's own prior weights into grouped convolutions, which
+    XLA:CPU runs slower than one image's, and taking turns at every step would slice each image's state
+    (0.4 GB at 256 px, mostly the KernelDIP's 28M parameters and their Adam moments) out of the batch and
+    back at every step, not once per chunk.
     """
     step = functools.partial(_step, settings, model, vgg_params)
     steps = t0 + jnp.arange(settings.chunk_size, dtype=jnp.int32)
@@ -363,18 +392,9 @@ def _chunk(state, blurry, features, warmup_kernel, t0, num_warmup, num_iters, mo
         body = lambda state, t: step(state, blurry, features, warmup_kernel, t, num_warmup, num_iters)
         return jax.lax.scan(body, state, steps)
 
-    if not settings.sequential:
-        return run(state, blurry, features, warmup_kernel)
-
-    def one_image(i, carry):  # in place: lax.map would stack the new states in a second buffer
-        state, losses = carry
-        image = lambda a: jax.lax.dynamic_slice_in_dim(a, i, 1)
-        new, loss = run(*jax.tree.map(image, (state, blurry, features, warmup_kernel)))
-        put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, i, 0)
-        return jax.tree.map(put, state, new), jax.lax.dynamic_update_slice_in_dim(losses, loss, i, 1)
-
-    losses = jnp.zeros((settings.chunk_size, blurry.shape[0]), jnp.float32)
-    return jax.lax.fori_loop(0, blurry.shape[0], one_image, (state, losses))
+    if settings.sequential:
+        return in_turns(run, state, blurry, features, warmup_kernel, steps=settings.chunk_size)
+    return run(state, blurry, features, warmup_kernel)
 
 
 @xla_options.jit(static_argnames=("settings", "mesh"), donate_argnums=0)
@@ -590,9 +610,12 @@ __all__ = [
     "DeblurResult",
     "SearchSettings",
     "SearchState",
+    "all_finite",
     "blurry_features_of",
+    "chunking",
     "deblur",
     "image_keys",
+    "in_turns",
     "init_state",
     "init_states",
     "resolve_objective",

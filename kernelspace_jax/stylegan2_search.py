@@ -21,9 +21,10 @@ x_lr * linear1cycledrop over all x-steps) and `num_k_iters` k-steps (Adam at k_l
 optimiser continued, x 0.7 every num_epochs * num_k_iters // 5 k-steps). The result is the x and k of
 the main-phase step with the lowest loss (the reference compares only the last step of each phase).
 
-Like `search.deblur`: images `vmap`ped, sharded over devices by `shard_map`, `lax.scan` chunks whose
-step counts are traced (one compiled chunk serves any iteration counts; a `lax.switch` on the shared
-step picks the warm-up, x- or k-step), and a non-finite step stops only its own image.
+Like `search.deblur`: images `vmap`ped (on CPUs they take turns, `search.in_turns`), sharded over
+devices by `shard_map`, `lax.scan` chunks whose step counts are traced (one compiled chunk serves any
+iteration counts; a `lax.switch` on the shared step picks the warm-up, x- or k-step), and a non-finite
+step stops only its own image.
 """
 
 from __future__ import annotations
@@ -46,21 +47,13 @@ from kernelspace_jax import xla_options
 from kernelspace_jax.model import KernelSpaceModel
 from kernelspace_jax.models import dips
 from kernelspace_jax.models.stylegan2 import make_noise
-from kernelspace_jax.search import (
-    ACCELERATOR_CHUNK_SIZE,
-    KERNEL_CELL_NOISE,
-    DeblurResult,
-    image_keys,
-)
+from kernelspace_jax.search import KERNEL_CELL_NOISE, DeblurResult, all_finite, chunking, image_keys, in_turns
 from kernelspace_jax.search_driver import distribute, pad_for_mesh, run_chunks
 from kernelspace_jax.search_warmup import warmup_kernels
 from kernelspace_jax.stylegan2_prior import StyleGAN2Prior
 from kernelspace_jax.stylegan2_search_ops import geocross, lr_schedule, on_sphere, torch_adam
 from kernelspace_jax.training import data_mesh
 
-# One unrolled step per call on CPUs: measured so when XLA:CPU ran rolled loops slower (the generic search
-# now runs rolled 10-step chunks there, faster; this search has not been re-measured).
-CPU_CHUNK_SIZE = 1
 L2_EPS = 1e-15  # the reference's `eps`: the L2 term is clamped below
 WARMUP, X_STEP, K_STEP, DONE = range(4)  # the step kinds `lax.switch` picks from
 _TRACES: collections.Counter = collections.Counter()
@@ -93,17 +86,17 @@ class StyleGAN2Settings:
     geocross_weight: float
     kernel_norm_weight: float
     chunk_size: int
-    unroll: bool
+    sequential: bool  # the images of a chunk in turn (`search.in_turns`), not vmapped
 
 
 def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceModel) -> StyleGAN2Settings:
     """The static settings of `config` for `model` (the KernelDIP outputs model.config.kernel_dim)."""
     if config.num_epochs < 1 or min(config.num_x_iters, config.num_k_iters, config.num_warmup_iters) < 0:
         raise ValueError("need num_epochs >= 1 and num_x_iters, num_k_iters, num_warmup_iters >= 0")
-    if config.chunk_size < 0 or config.num_trainable_noise_layers < 0:
-        raise ValueError("need chunk_size >= 0 and num_trainable_noise_layers >= 0")
+    if config.num_trainable_noise_layers < 0:
+        raise ValueError("need num_trainable_noise_layers >= 0")
     lr_schedule(config.lr_schedule, 1.0, 1)  # raises for an unknown name
-    cpu = jax.default_backend() == "cpu"  # unrolled one-step chunks on CPUs: CPU_CHUNK_SIZE
+    chunk_size, sequential = chunking(config)
     return StyleGAN2Settings(
         kernel_dip=dips.KernelDIPConfig(**config.kernel_dip.to_dict(), kernel_dim=model.config.kernel_dim),
         x_lr=float(config.x_lr),
@@ -117,8 +110,8 @@ def settings_from_config(config: ml_collections.ConfigDict, model: KernelSpaceMo
         l2_weight=float(config.l2_weight),
         geocross_weight=float(config.geocross_weight),
         kernel_norm_weight=float(config.kernel_norm_weight),
-        chunk_size=int(config.chunk_size) or (CPU_CHUNK_SIZE if cpu else ACCELERATOR_CHUNK_SIZE),
-        unroll=cpu,
+        chunk_size=chunk_size,
+        sequential=sequential,
     )
 
 
@@ -202,10 +195,6 @@ def init_states(keys, blurry, kernels, prior: StyleGAN2Prior, *, settings: Style
 # ---------------------------------------------------------------------------------------------
 
 
-def _finite(*trees) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
-
-
 def step_kind(t, counts) -> jax.Array:
     """WARMUP, X_STEP, K_STEP or DONE (past the end) for step t; counts (warm-up, epochs, x-, k-steps)."""
     num_warmup, num_epochs, num_x, num_k = counts
@@ -251,7 +240,7 @@ def _step(settings, model, prior, state: StyleGAN2SearchState, blurry, warmup_ke
         (loss, k), grads = jax.value_and_grad(fn, has_aux=True)(state.k_params)
         k_params, k_opt = update(k_tx, grads, state.k_opt, state.k_params)
         new = state.replace(k_params=k_params, k_opt=k_opt)
-        return new, loss, state.best_sharp[None], k, _finite(loss, grads, k_params)
+        return new, loss, state.best_sharp[None], k, all_finite(loss, grads, k_params)
 
     def x_step(state):
         k = kernel_prior(state.k_params)
@@ -262,7 +251,7 @@ def _step(settings, model, prior, state: StyleGAN2SearchState, blurry, warmup_ke
 
         (loss, x), grads = jax.value_and_grad(fn, has_aux=True)(state.x_params)
         x_params, x_opt = update(x_tx, grads, state.x_opt, state.x_params)
-        return state.replace(x_params=x_params, x_opt=x_opt), loss, x, k, _finite(loss, grads, x_params)
+        return state.replace(x_params=x_params, x_opt=x_opt), loss, x, k, all_finite(loss, grads, x_params)
 
     def k_step(state):
         x, latent = sharp_image(state.x_params)
@@ -273,7 +262,7 @@ def _step(settings, model, prior, state: StyleGAN2SearchState, blurry, warmup_ke
 
         (loss, k), grads = jax.value_and_grad(fn, has_aux=True)(state.k_params)
         k_params, k_opt = update(k_tx, grads, state.k_opt, state.k_params)
-        return state.replace(k_params=k_params, k_opt=k_opt), loss, x, k, _finite(loss, grads, k_params)
+        return state.replace(k_params=k_params, k_opt=k_opt), loss, x, k, all_finite(loss, grads, k_params)
 
     def done(state):  # the last chunk's spare steps
         return state, jnp.float32(jnp.nan), state.best_sharp[None], state.best_kernel[None], jnp.bool_(True)
@@ -295,11 +284,16 @@ def _step(settings, model, prior, state: StyleGAN2SearchState, blurry, warmup_ke
 
 
 def _chunk(state, blurry, warmup_kernel, t0, counts, model, prior, *, settings):
-    step = functools.partial(_step, settings, model, prior)
-    batched = jax.vmap(step, in_axes=(0, 0, 0, None, None))
-    body = lambda state, t: batched(state, blurry, warmup_kernel, t, counts)
+    """The chunk's steps of a batch: (state, losses (chunk_size, B)); on CPUs the images take turns."""
+    batched = jax.vmap(functools.partial(_step, settings, model, prior), in_axes=(0, 0, 0, None, None))
     steps = t0 + jnp.arange(settings.chunk_size, dtype=jnp.int32)
-    return jax.lax.scan(body, state, steps, unroll=settings.unroll)
+
+    def run(state, blurry, warmup_kernel):
+        return jax.lax.scan(lambda state, t: batched(state, blurry, warmup_kernel, t, counts), state, steps)
+
+    if settings.sequential:
+        return in_turns(run, state, blurry, warmup_kernel, steps=settings.chunk_size)
+    return run(state, blurry, warmup_kernel)
 
 
 @xla_options.jit(static_argnames=("settings", "mesh"), donate_argnums=0)

@@ -104,8 +104,9 @@ from kernelspace_jax.stylegan2_search import deblur_stylegan2
 assert jax.device_count() == 2
 prior = stylegan2_prior.load_prior(sys.argv[2], FIT_SAMPLES)
 model = tiny_model()
-batch = deblur_stylegan2(model, prior, blurry_images(2), KEYS, tiny_config())
-alone = deblur_stylegan2(model, prior, blurry_images(2)[1:], KEYS[1:], tiny_config())
+# vmapped images here; the main process lets them take turns (batch_mode "auto" on a CPU): same results.
+batch = deblur_stylegan2(model, prior, blurry_images(2), KEYS, tiny_config(batch_mode="vmap"))
+alone = deblur_stylegan2(model, prior, blurry_images(2)[1:], KEYS[1:], tiny_config(batch_mode="vmap"))
 np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asarray(batch.sharp),
          kernel=np.asarray(batch.kernel), loss=batch.history["loss"], alone=np.asarray(alone.sharp),
          alone_loss=alone.history["loss"])
@@ -137,6 +138,7 @@ def check_step_by_step(result, model, prior):
     searched latents and noise maps stay on their initial spheres."""
     config = tiny_config()
     settings = stylegan2_search.settings_from_config(config, model)
+    assert settings.sequential == (jax.default_backend() == "cpu")  # the images take turns on CPUs
     blurry = blurry_images(2)
     kernels = warmup_kernels(model, blurry, config.warmup_kernel)
     counts = tuple(np.int32(config[k]) for k in COUNT_FIELDS)
@@ -203,8 +205,8 @@ def check_an_image_depends_only_on_its_key(result, model, prior):
 
 def check_two_device_searches(got, result):
     """Each device searches one image: image 1 alone (padded to two) is the same program as in the
-    batch; against one device's batch of two (another program) the results agree up to round-off,
-    which Adam's first, sign-like steps amplify."""
+    batch; against one device's batch of two (the images taking turns: another program) the results
+    agree up to round-off, which Adam's first, sign-like steps amplify."""
     assert got["devices"] == 2
     np.testing.assert_allclose(got["alone"][0], got["sharp"][1], atol=1e-6)
     np.testing.assert_allclose(got["alone_loss"][0], got["loss"][1], rtol=1e-6)
