@@ -2,6 +2,7 @@
 
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +66,21 @@ def test_conv2d_transpose_is_the_input_gradient_of_conv2d():
     expected = jax.vjp(lambda x: _xla_conv(x, w, strides, padding), x)[1](dy)[0]
     got = jax.jit(lambda dy, w: layers.conv2d_transpose(dy, w, (40, 40), strides, padding))(dy, w)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 7, 9, 2)])
+def test_max_pool_2x2_and_its_gradient_equal_flax(shape):
+    """Values and gradient of `max_pool_2x2` equal `nn.max_pool`'s exactly, odd sides and ties included
+    (half-integer inputs tie often: the gradient goes to each window's first maximum)."""
+    x = jnp.round(jax.random.normal(jax.random.key(0), shape) * 2) / 2
+    reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+    windows = np.asarray(x)[:, : shape[1] // 2 * 2, : shape[2] // 2 * 2]
+    windows = windows.reshape(shape[0], shape[1] // 2, 2, shape[2] // 2, 2, shape[3])
+    assert (np.sum(windows == windows.max(axis=(2, 4), keepdims=True), axis=(2, 4)) > 1).any()  # ties occur
+    np.testing.assert_array_equal(layers.max_pool_2x2(x), reference(x))
+    dy = jax.random.normal(jax.random.key(1), reference(x).shape)
+    got = jax.jit(jax.grad(lambda x: jnp.sum(layers.max_pool_2x2(x) * dy)))(x)
+    np.testing.assert_array_equal(got, jax.grad(lambda x: jnp.sum(reference(x) * dy))(x))
 
 
 def test_second_order_gradient_goes_through_the_custom_backward():

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from kernelspace_jax.models import torch_init
-from kernelspace_jax.models.layers import ReflectResnetBlock, conv, leaky_relu, reflect_pad
+from kernelspace_jax.models.layers import ReflectResnetBlock, conv, leaky_relu, max_pool_2x2, reflect_pad
 
 BN_EPS = 1e-5
 NON_LOCAL_FROM = 2  # skip() puts a non-local block in every scale i > 1
@@ -197,7 +197,7 @@ class NonLocalBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         batch, height, width, channels = x.shape
         inter = max(channels // 2, 1)
-        pool = lambda t: nn.max_pool(t, (2, 2), strides=(2, 2))
+        pool = max_pool_2x2
         flat = lambda t: t.reshape(batch, -1, inter)
         theta = flat(conv(inter, 1, padding=0, name="theta")(x))
         phi = flat(pool(conv(inter, 1, padding=0, name="phi")(x)))

@@ -73,6 +73,37 @@ def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
     return rearrange(x, "b h w (c i j) -> b (h i) (w j) c", i=factor, j=factor)
 
 
+def _pool_windows(x: jax.Array) -> jax.Array:
+    """(B, H, W, C) -> (B, H // 2, W // 2, 4, C): the 2x2 windows, entries in row-major order."""
+    even = x[:, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]
+    return rearrange(even, "b (h i) (w j) c -> b h w (i j) c", i=2, j=2)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """`nn.MaxPool2d(2)` on (B, H, W, C) -> (B, H // 2, W // 2, C) (odd sides floored).
+
+    Its gradient goes to each window's first maximum, as XLA's select-and-scatter does, but as
+    elementwise work: XLA:CPU lowers select-and-scatter to a scatter with 32-bit index buffers of the
+    input's size, which set the top of the deblurring search's memory peak (VGG19's pools).
+    """
+    return jnp.max(_pool_windows(x), axis=3)
+
+
+def _max_pool_fwd(x):
+    return max_pool_2x2(x), x
+
+
+def _max_pool_bwd(x, dy):
+    first = jnp.argmax(_pool_windows(x), axis=3)  # (B, H // 2, W // 2, C)
+    hit = jnp.arange(4)[:, None] == first[:, :, :, None, :]
+    grad = rearrange(jnp.where(hit, dy[:, :, :, None, :], 0), "b h w (i j) c -> b (h i) (w j) c", i=2, j=2)
+    return (jnp.pad(grad, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))).astype(x.dtype),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def leaky_relu(slope: float):
     return lambda x: nn.leaky_relu(x, negative_slope=slope)
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernelspace_jax.checkpoints import CheckpointMismatchError
-from kernelspace_jax.models.layers import conv
+from kernelspace_jax.models.layers import conv, max_pool_2x2
 from kernelspace_jax.pth import read_pth
 
 # torchvision's vgg19 ("E"): conv widths per block; a 2x2 max pool ends every block.
@@ -79,7 +79,7 @@ class VGG19Features(nn.Module):
         x, features = image, {}
         for layer in _needed_convs(self.outputs):
             if layer.block > 1 and layer.n == 1:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
             x = nn.relu(conv(layer.out_channels, name=layer.name)(x))
             if layer.relu in self.outputs:
                 features[layer.relu] = x
