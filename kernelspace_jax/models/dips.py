@@ -197,11 +197,10 @@ class NonLocalBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         batch, height, width, channels = x.shape
         inter = max(channels // 2, 1)
-        pool = max_pool_2x2
         flat = lambda t: t.reshape(batch, -1, inter)
         theta = flat(conv(inter, 1, padding=0, name="theta")(x))
-        phi = flat(pool(conv(inter, 1, padding=0, name="phi")(x)))
-        g = flat(pool(conv(inter, 1, padding=0, name="g")(x)))
+        phi = flat(max_pool_2x2(conv(inter, 1, padding=0, name="phi")(x)))
+        g = flat(max_pool_2x2(conv(inter, 1, padding=0, name="g")(x)))
         affinity = jnp.einsum("bqc,bkc->bqk", theta, phi) / phi.shape[1]
         y = jnp.einsum("bqk,bkc->bqc", affinity, g).reshape(batch, height, width, inter)
         y = conv(channels, 1, padding=0, name="w_conv")(y)

@@ -19,15 +19,17 @@ numbers up to float32 round-off:
   few-row matmuls against a transposed weight several times slower);
 * a transposed convolution: for small inputs one matmul and an overlap-add, otherwise the transpose of
   `_conv_phases` (the sub-pixel formulation);
-* bias gradients are matrix-vector products, not column reductions (3-10x faster on XLA:CPU).
+* bias gradients are matrix-vector products, not column reductions (3-10x faster on XLA:CPU);
+* 2x2 max pools (`max_pool_2x2`) have an elementwise gradient: XLA:CPU lowers select-and-scatter to a
+  scatter with index buffers of the input's size.
 
 On CPU, also compile with `compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}` (jaxlib
 0.10): XLA:CPU otherwise hands convolutions to YNNPACK, whose kernels for these shapes are 2-10x slower
 than Eigen's (see benchmarks/README.md).
 
-The convolutions and bias additions define their backward pass (`jax.custom_vjp`), so forward-mode
-differentiation (`jax.jvp`, `jax.jacfwd`) does not go through the convolution modules; reverse mode
-(of any order) does.
+The convolutions, bias additions and max pools define their backward pass (`jax.custom_vjp`), so
+forward-mode differentiation (`jax.jvp`, `jax.jacfwd`) does not go through them; reverse mode (of any
+order) does.
 """
 
 from __future__ import annotations
