@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -215,6 +216,11 @@ def save(model: KernelSpaceModel, path: str | os.PathLike, *, overwrite: bool = 
     """
     ocp, checkpointer = _checkpointer()
     path = os.path.abspath(os.fspath(path))
+    if overwrite and os.path.lexists(path) and not is_own_checkpoint(path):
+        raise FileExistsError(
+            f"{path} exists and is not a {FORMAT_NAME} checkpoint folder: refusing to replace it (remove it "
+            "yourself or choose another path)"
+        )
     meta = checkpoint_meta(model.config)
     checkpointer.save(
         path,
@@ -226,6 +232,18 @@ def save(model: KernelSpaceModel, path: str | os.PathLike, *, overwrite: bool = 
 
 def _is_orbax_checkpoint(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "params")) and os.path.isdir(os.path.join(path, "config"))
+
+
+def is_own_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a checkpoint folder written by `save` (its config item carries our format tag)."""
+    path = os.fspath(path)
+    if os.path.islink(path) or not _is_orbax_checkpoint(path):
+        return False
+    try:
+        with open(os.path.join(path, "config", "metadata"), encoding="utf-8") as file:
+            return json.load(file).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _restore_orbax(path: str, dtype) -> KernelSpaceModel:

@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernelspace_jax.convert", description=__doc__.split("\n")[0])
     parser.add_argument("pth", help="KernelWizard state_dict saved by the reference (.pth)")
     parser.add_argument("out_dir", help="Orbax checkpoint folder to write (must not exist)")
-    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace out_dir if it is a checkpoint written by this package"
+    )
     args = parser.parse_args(argv)
     try:
         model = load(args.pth)
         path = save(model, args.out_dir, overwrite=args.overwrite)
-    except (CheckpointFormatError, FileNotFoundError) as err:
+    except (CheckpointFormatError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # Orbax refuses to overwrite an existing folder

@@ -5,7 +5,12 @@ For every input image <name> the output folder gets
   <name>_reblurred.png  F(x, k), clipped to [0, 1]
   <name>_compare.png    blurry | sharp | reblurred, with `compare`
 and a line in deblur_log.jsonl. The PNGs carry text chunks saying how they were made (objective,
-iterations, seed, checkpoint, status). Images already done are skipped, so an interrupted run resumes.
+iterations, seed, checkpoint, status, which output). Images already done are skipped, so an interrupted
+run resumes.
+
+Nothing of the user's is overwritten: an output folder that is, contains or lies inside an input is
+refused before anything is read or written; PNGs that this program wrote are never taken as inputs; a
+second run on an output folder that a run is writing to stops at once (a lock file, .deblur.lock).
 
 Images are grouped by the size the networks run at (`model.padded_size`), reflect-padded to it,
 deblurred `batch_size` at a time in one compiled call and cropped back. An image's key is
@@ -15,6 +20,7 @@ prior (`stylegan2_search`) every image must have the generator's size and is sea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -35,6 +41,7 @@ from kernelspace_jax.images import (
     ImageInputError,
     InputImage,
     inspect_image,
+    png_text,
     read_image,
     to_uint8,
     write_png,
@@ -47,6 +54,8 @@ from kernelspace_jax.stylegan2_search import deblur_stylegan2, objective_name
 
 LOG_NAME = "deblur_log.jsonl"
 METRICS_NAME = "metrics.json"
+LOCK_NAME = ".deblur.lock"
+SOFTWARE = "kernelspace-jax deblur.py"  # the PNG text that marks this program's outputs
 PRIORS = ("generic", "stylegan2")
 # config fields recorded in the outputs, those of either search's config
 TEXT_FIELDS = ("update_mode", "num_iters", "num_warmup_iters", "num_epochs", "num_x_iters", "num_k_iters")
@@ -66,6 +75,83 @@ def is_done(output: Path, name: str) -> bool:
     return paths["sharp"].is_file() and paths["reblurred"].is_file()
 
 
+class OutputLocationError(ValueError):
+    """The output folder would overwrite, or later re-read, the inputs; or another run is writing to it."""
+
+
+def _input_roots(specs: Sequence[str]) -> list[Path]:
+    """The folders a re-run of `specs` searches: folder specs and the fixed part of recursive globs."""
+    roots = []
+    for spec in specs:
+        if Path(spec).is_dir():
+            roots.append(Path(spec).resolve())
+        elif "**" in spec and not Path(spec).is_file():
+            fixed = Path(spec[: min(spec.index(c) for c in "*?[" if c in spec)] or ".")
+            roots.append((fixed if fixed.is_dir() else fixed.parent).resolve())
+    return roots
+
+
+def check_output_location(specs: Sequence[str], found: Sequence[tuple[str, Path]], output: str | os.PathLike) -> None:
+    """Raises OutputLocationError if `output` is, contains or lies inside an input: a folder searched
+    for inputs, or the folder of an input file. Outputs there would overwrite inputs (x.png -> x.png) or
+    be read back as inputs by a re-run of the same command."""
+    out = Path(output).resolve()
+    for root in _input_roots(specs):
+        if out == root or root in out.parents or out in root.parents:
+            relation = "is" if out == root else ("lies inside" if root in out.parents else "contains")
+            raise OutputLocationError(
+                f"--output {output} {relation} the input folder {root}: its results would overwrite the "
+                "inputs or be read as inputs by the next run; choose an output folder outside the inputs"
+            )
+    for name, path in found:
+        folder = path.resolve().parent
+        if out == folder or out in folder.parents:
+            raise OutputLocationError(
+                f"--output {output} contains the input {path} ({name}): results written there could replace "
+                "or be mistaken for inputs; choose an output folder outside the inputs"
+            )
+
+
+def is_deblur_output(path: str | os.PathLike) -> bool:
+    """Whether `path` is a PNG written by this program (its Software text chunk says so)."""
+    if Path(path).suffix.lower() != ".png":
+        return False
+    try:
+        return png_text(path).get("Software") == SOFTWARE
+    except Exception:  # unreadable files are reported by inspect_inputs
+        return False
+
+
+@contextlib.contextmanager
+def output_lock(output: Path):
+    """Holds an exclusive lock on output/.deblur.lock; OutputLocationError at once if another run holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: one run per folder is up to the user
+        yield
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / LOCK_NAME, "a+", encoding="utf-8") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            raise OutputLocationError(
+                f"another deblur.py run (pid {holder}) is writing to {output}; wait for it to finish or "
+                "choose another --output"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(str(os.getpid()))
+        file.flush()
+        try:
+            yield
+        finally:
+            file.truncate(0)
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def image_key(seed: int, name: str) -> jax.Array:
     """The key of image `name`: fold_in(key(seed), crc32(name)) (31 bits, a non-negative int32)."""
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
@@ -75,8 +161,11 @@ def inspect_inputs(
     inputs: Sequence[tuple[str, Path]], max_pixels: int, skip_bad: bool, echo: Callable[[str], None]
 ) -> list[InputImage]:
     """Checks every input's header and size; raises ImageInputError listing all bad ones unless skip_bad."""
-    good, bad = [], []
+    good, bad, ours = [], [], []
     for name, path in inputs:
+        if is_deblur_output(path):
+            ours.append(str(path))
+            continue
         try:
             good.append(inspect_image(name, path, min_side=MIN_SIDE, max_pixels=max_pixels))
         except ImageInputError as error:
@@ -87,6 +176,8 @@ def inspect_inputs(
         )
     for message in bad:
         echo(f"skipped: {message}")
+    if ours:
+        echo(f"skipped {len(ours)} result(s) of an earlier deblur.py run, e.g. {ours[0]}")
     for image in good:
         if image.conversion:
             echo(f"{image.path}: {image.conversion}, converted to 8-bit RGB")
@@ -121,7 +212,7 @@ class RunInfo:
     def text(self) -> dict[str, str]:
         prior = {"prior": "stylegan2", "stylegan2": self.stylegan2} if self.stylegan2 else {}
         return {
-            "Software": "kernelspace-jax deblur.py",
+            "Software": SOFTWARE,
             **prior,
             "objective": self.objective,
             **{field: str(self.config[field]) for field in TEXT_FIELDS if field in self.config},
@@ -235,10 +326,10 @@ def _generator_sized(images: list[InputImage], size: int, skip_bad: bool, echo) 
 def _write_outputs(output, name, blurry, sharp, reblurred, text, compare) -> None:
     paths = output_paths(output, name)
     # The sharp image goes last: it marks the image done, so a crash never leaves a half-done one "done".
-    write_png(paths["reblurred"], to_uint8(reblurred), text)
+    write_png(paths["reblurred"], to_uint8(reblurred), {**text, "output": "reblurred"})
     if compare:
-        write_png(paths["compare"], image_grid([(blurry, sharp, reblurred)]), text)
-    write_png(paths["sharp"], to_uint8(sharp), text)
+        write_png(paths["compare"], image_grid([(blurry, sharp, reblurred)]), {**text, "output": "compare"})
+    write_png(paths["sharp"], to_uint8(sharp), {**text, "output": "sharp"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,6 +506,8 @@ def run(
     from kernelspace_jax.images import find_images
 
     found = find_images(inputs)
+    if not demo:  # the demo's inputs are its own, written under output/inputs
+        check_output_location(inputs, found, output)
     truth = ground_truth([name for name, _ in found], sharp) if sharp else None
     checkpoint = checkpoint or default_checkpoint()
     model = load(checkpoint)
@@ -423,32 +516,32 @@ def run(
         from kernelspace_jax.stylegan2_prior import load_prior
 
         prior_model = load_prior(stylegan2, config.gaussian_fit_samples, echo=echo)
-    Path(output).mkdir(parents=True, exist_ok=True)
-    records = deblur_files(
-        model,
-        found,
-        output,
-        config,
-        seed=seed,
-        batch_size=batch_size,
-        vgg_params=vgg_params,
-        checkpoint=checkpoint,
-        compare=compare,
-        skip_bad=skip_bad,
-        overwrite=overwrite,
-        progress=progress,
-        echo=echo,
-        stylegan2=prior_model if stylegan2 else None,
-        stylegan2_checkpoint=stylegan2 or "",
-    )
-    stopped = [r["name"] for r in records if r["status"] != "ok"]
-    if stopped:
-        echo(f"{len(stopped)} image(s) stopped early on a non-finite loss: {', '.join(stopped[:10])}")
-    if truth is not None:
-        report = evaluate(found, output, truth)
-        echo(format_table(report))
-        if demo:
-            picture = Path(output) / "demo_comparison.png"
-            write_png(picture, demo_picture(found, Path(output), truth))
-            echo(f"wrote {picture} (rows: blurry | deblurred | ground truth)")
-    return 0
+    with output_lock(Path(output)):
+        records = deblur_files(
+            model,
+            found,
+            output,
+            config,
+            seed=seed,
+            batch_size=batch_size,
+            vgg_params=vgg_params,
+            checkpoint=checkpoint,
+            compare=compare,
+            skip_bad=skip_bad,
+            overwrite=overwrite,
+            progress=progress,
+            echo=echo,
+            stylegan2=prior_model if stylegan2 else None,
+            stylegan2_checkpoint=stylegan2 or "",
+        )
+        stopped = [r["name"] for r in records if r["status"] != "ok"]
+        if stopped:
+            echo(f"{len(stopped)} image(s) stopped early on a non-finite loss: {', '.join(stopped[:10])}")
+        if truth is not None:
+            report = evaluate(found, output, truth)
+            echo(format_table(report))
+            if demo:
+                picture = Path(output) / "demo_comparison.png"
+                write_png(picture, demo_picture(found, Path(output), truth))
+                echo(f"wrote {picture} (rows: blurry | deblurred | ground truth)")
+        return 0

@@ -129,6 +129,27 @@ def test_convert_command_line(tmp_path, capsys):
     assert convert.main([str(PTH), str(out), "--overwrite"]) == 0
 
 
+def test_convert_overwrite_replaces_only_its_own_checkpoints(tmp_path, capsys):
+    """--overwrite never deletes a folder that is not a checkpoint written by this package."""
+    for name, make in (
+        ("photos", lambda p: (p.mkdir(), (p / "holiday.jpg").write_bytes(b"precious"))),
+        ("a_file", lambda p: p.write_bytes(b"precious")),
+        ("foreign_orbax", lambda p: [(p / d).mkdir(parents=True) for d in ("params", "config")]),
+    ):
+        target = tmp_path / name
+        make(target)
+        before = sorted((q.relative_to(tmp_path), q.read_bytes() if q.is_file() else b"") for q in target.rglob("*"))
+        assert convert.main([str(PTH), str(target), "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert "not a kernelspace-jax checkpoint" in err and "Traceback" not in err
+        assert target.exists()
+        after = sorted((q.relative_to(tmp_path), q.read_bytes() if q.is_file() else b"") for q in target.rglob("*"))
+        assert after == before
+    assert (tmp_path / "a_file").read_bytes() == b"precious"
+    assert checkpoints.is_own_checkpoint(ksj.save(ksj.load(PTH), tmp_path / "ours"))
+    assert not checkpoints.is_own_checkpoint(tmp_path / "foreign_orbax")
+
+
 def test_convert_refuses_a_malicious_file(tmp_path, capsys):
     class Exploit:
         def __reduce__(self):

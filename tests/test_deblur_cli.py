@@ -14,7 +14,7 @@ from PIL import Image
 
 import deblur
 import kernelspace_jax as ksj
-from kernelspace_jax import search
+from kernelspace_jax import search, search_files
 from kernelspace_jax.data import synthetic
 from kernelspace_jax.images import png_text, read_image
 from tests.test_search import tiny_model
@@ -169,6 +169,67 @@ def test_bad_inputs(workspace, capsys, monkeypatch):
     no_ckpt = [a for a in args if a != "--checkpoint" and not a.endswith("ckpt")]
     assert deblur.main([*no_ckpt, "--input", str(root / "blur")]) == 1
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "output", "says"),
+    [
+        (["blur"], "blur", "is the input folder"),  # --input X --output X
+        (["blur"], "blur/results", "lies inside the input folder"),  # re-read by the next run
+        (["blur/sub"], "blur", "contains the input folder"),
+        (["blur/a.png"], "blur", "contains the input"),  # would write blur/a.png over the input
+        (["blur/sub/c.png"], ".", "contains the input"),
+        ([f"blur{'/'}**/*.png"], "blur/sub/out", "lies inside the input folder"),
+    ],
+)
+def test_output_that_overlaps_the_inputs_is_refused_before_anything_is_written(workspace, capsys, inputs, output, says):
+    root = workspace["root"]
+    before = _snapshot(root / "blur")
+    args = [a for a in workspace["args"] if a not in ("--output", str(root / "out"))]
+    flags_ = [f for spec in inputs for f in ("--input", str(root / spec))]
+    assert deblur.main([*args, *flags_, "--output", str(root / output)]) == 1
+    err = capsys.readouterr().err
+    assert says in err and "choose an output folder outside the inputs" in err and "Traceback" not in err
+    assert _snapshot(root / "blur") == before
+    assert not (root / "blur" / "results").exists() and not (root / "blur" / "sub" / "out").exists()
+
+
+def test_results_of_an_earlier_run_are_never_inputs(workspace, capsys):
+    """A copy of a results folder given as input: its PNGs are recognised by their text and skipped."""
+    root, out = workspace["root"], workspace["root"] / "out"
+    copied = root / "copied_results"
+    copied.mkdir()
+    for name in ("a.png", "a_reblurred.png", "a_compare.png"):
+        (copied / name).write_bytes((out / name).read_bytes())
+    for name in ("a", "b"):  # two new images: a batch of two, the compiled search of this file
+        save_png(copied / f"fresh_{name}.png", np.asarray(Image.open(root / "blur" / f"{name}.png")))
+    out2 = root / "out_fresh"
+    assert deblur.main([*workspace["args"], "--input", str(copied), "--output", str(out2)]) == 0
+    assert "skipped 3 result(s) of an earlier deblur.py run" in capsys.readouterr().out
+    written = ["fresh_a.png", "fresh_a_reblurred.png", "fresh_b.png", "fresh_b_reblurred.png"]
+    assert sorted(p.name for p in out2.glob("*.png")) == written
+    assert png_text(out2 / "fresh_a.png")["output"] == "sharp"
+    assert png_text(out2 / "fresh_a_reblurred.png")["output"] == "reblurred"
+
+
+def test_a_second_run_on_the_same_output_folder_stops_at_once(workspace, capsys):
+    import fcntl
+
+    root = workspace["root"]
+    out = root / "out_locked"
+    out.mkdir()
+    with open(out / search_files.LOCK_NAME, "w") as held:
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code = deblur.main([*workspace["args"], "--input", str(root / "blur" / "a.png"), "--output", str(out)])
+    assert code == 1
+    assert "another deblur.py run (pid 4242) is writing to" in capsys.readouterr().err
+    assert not (out / "a.png").exists()
 
 
 def test_demo(workspace, capsys):
