@@ -1,4 +1,4 @@
-"""Speed and memory of the deblurring search (kernelspace_jax.search) at 256x256.
+"""Speed and memory of the deblurring search (kernelspace_jax.deblurring.dip) at 256x256.
 
     python benchmarks/deblur.py                 # batches 1, 4, 8; reference objective (random VGG19)
     python benchmarks/deblur.py --quick         # fewer timed steps
@@ -30,10 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs.deblur_generic import get_config
-from kernelspace_jax import config as configs
-from kernelspace_jax import search
-from kernelspace_jax.model import init
+from kernelspace_jax.configs.deblur_generic import get_config
+from kernelspace_jax.deblurring import dip as search
+from kernelspace_jax.deblurring import engine
+from kernelspace_jax.kernel_space import config as configs
+from kernelspace_jax.kernel_space.model import init
 from kernelspace_jax.models.vgg import VGG19Features
 
 REFERENCE_STEPS = 300 + 5000
@@ -119,11 +120,11 @@ def retrace_check(model, config, vgg, size) -> tuple[int, float, float]:
     for num_iters in (config.chunk_size, 3 * config.chunk_size):
         c = config.copy_and_resolve_references()
         c.update(num_iters=num_iters, num_warmup_iters=0)
-        traces = search.trace_count()
+        traces = engine.trace_count(search.TRACE_NAME)
         start = time.perf_counter()
         search.deblur(model, blurry, jax.random.key(0), c, vgg_params=vgg)
         seconds.append(time.perf_counter() - start)
-    return search.trace_count() - traces, *seconds
+    return engine.trace_count(search.TRACE_NAME) - traces, *seconds
 
 
 def memory_table(model, config, vgg, sizes):

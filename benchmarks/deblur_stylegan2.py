@@ -1,4 +1,4 @@
-"""Speed of the StyleGAN2 (domain-specific) search (kernelspace_jax.stylegan2_search) at 256x256.
+"""Speed of the StyleGAN2 (domain-specific) search (kernelspace_jax.deblurring.stylegan2.search) at 256x256.
 
     python benchmarks/deblur_stylegan2.py                       # batches 1, 2; the images in turn and vmapped
     python benchmarks/deblur_stylegan2.py --chunk-size 1 --batches 1
@@ -28,13 +28,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.deblur import machine
-from configs.deblur_stylegan2 import get_config
-from kernelspace_jax import config as configs
-from kernelspace_jax import stylegan2_search
-from kernelspace_jax.model import init
+from kernelspace_jax.configs.deblur_stylegan2 import get_config
+from kernelspace_jax.deblurring import engine
+from kernelspace_jax.deblurring.stylegan2 import search as stylegan2_search
+from kernelspace_jax.deblurring.stylegan2.prior import StyleGAN2Prior
+from kernelspace_jax.deblurring.warmup import warmup_kernels
+from kernelspace_jax.kernel_space import config as configs
+from kernelspace_jax.kernel_space.model import init
 from kernelspace_jax.models.stylegan2 import Generator, init_generator
-from kernelspace_jax.search_warmup import warmup_kernels
-from kernelspace_jax.stylegan2_prior import StyleGAN2Prior
 
 KINDS = ("x", "k", "warmup")
 COUNT_FIELDS = ("num_warmup_iters", "num_epochs", "num_x_iters", "num_k_iters")
@@ -51,7 +52,7 @@ def build_row(model, prior, config, batch, mode) -> dict:
     counts = tuple(np.int32(config[k]) for k in COUNT_FIELDS)
     blurry = jax.random.uniform(jax.random.key(2), (batch, prior.size, prior.size, 3))
     kernels = warmup_kernels(model, blurry, "zero")
-    keys = stylegan2_search.image_keys(jax.random.key(3), batch)
+    keys = engine.image_keys(jax.random.key(3), batch)
     state = stylegan2_search.init_states(keys, blurry, kernels, prior, settings=settings)
 
     def run(state, t0):

@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kernelspace_jax import config as configs
 from kernelspace_jax import xla_options
-from kernelspace_jax.model import abstract_params, blur, extract, init_params, kernel_shape
-from kernelspace_jax.objective import kernel_space_loss
+from kernelspace_jax.kernel_space import config as configs
+from kernelspace_jax.kernel_space.model import abstract_params, blur, extract, init_params, kernel_shape
+from kernelspace_jax.training.objective import kernel_space_loss
 
 SUBMODULES = ("features", "extractor", "adapter", "reconstruction")
 LABELS = {

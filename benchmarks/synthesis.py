@@ -66,7 +66,7 @@ def _time(fn, args, repeats: int) -> tuple[float, float]:
 
 
 def throughput(quick: bool, repeats: int) -> None:
-    model = ksj.init(jax.random.key(0), ksj.config.released(use_vae=True))
+    model = ksj.init(jax.random.key(0), ksj.kernel_space.config.released(use_vae=True))
     batches = {"256x256": 2 if quick else 8, "720x1280": 1 if quick else 2}
     transfer = jax.jit(synthesis.transfer)
     sample = jax.jit(synthesis.sample)

@@ -19,9 +19,10 @@ import jax
 import numpy as np
 
 sys.path.insert(0, ".")
-from configs.common import reference_recipe
-from kernelspace_jax import training
-from kernelspace_jax.model import init_params
+from kernelspace_jax.configs.common import reference_recipe
+from kernelspace_jax.devices import data_mesh
+from kernelspace_jax.kernel_space.model import init_params
+from kernelspace_jax.training import step as training
 
 
 def main(argv=None) -> None:
@@ -39,7 +40,7 @@ def main(argv=None) -> None:
     config.compute_dtype = args.dtype
     model_config = training.model_config(config)
     tx = training.make_optimizer(config)
-    mesh = training.data_mesh()
+    mesh = data_mesh()
     state = training.create_state(init_params(jax.random.key(0), model_config), tx)
     step = training.compile_train_step(config, tx, mesh)
     rng = np.random.default_rng(0)

@@ -1,11 +1,5 @@
-"""F and G on GoPro, no VAE (the authors' GOPRO_woVAE.pth).
+"""Recipe `gopro_wovae` by path from a checkout; its settings: kernelspace_jax/configs/gopro_wovae.py."""
 
-python -m kernelspace_jax.data.build gopro --manual_dir /data/GOPRO_Large
-python train.py --config configs/gopro_wovae.py --workdir runs/gopro_wovae
-"""
+from kernelspace_jax.configs.gopro_wovae import get_config
 
-from configs.common import reference_recipe
-
-
-def get_config():
-    return reference_recipe("released_wovae")
+__all__ = ["get_config"]

@@ -1,10 +1,5 @@
-"""F and G on GoPro with the VAE kernel extractor, kl_weight 10 (the authors' GOPRO_wVAE.pth).
+"""Recipe `gopro_wvae` by path from a checkout; its settings: kernelspace_jax/configs/gopro_wvae.py."""
 
-python train.py --config configs/gopro_wvae.py --workdir runs/gopro_wvae
-"""
+from kernelspace_jax.configs.gopro_wvae import get_config
 
-from configs.common import reference_recipe
-
-
-def get_config():
-    return reference_recipe("released_wvae")
+__all__ = ["get_config"]

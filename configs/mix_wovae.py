@@ -1,14 +1,5 @@
-"""F and G on GoPro and REDS together, no VAE (the authors' GoPro + REDS checkpoint).
+"""Recipe `mix_wovae` by path from a checkout; its settings: kernelspace_jax/configs/mix_wovae.py."""
 
-python train.py --config configs/mix_wovae.py --workdir runs/mix_wovae
-"""
+from kernelspace_jax.configs.mix_wovae import get_config
 
-from configs.common import reference_recipe
-
-
-def get_config():
-    config = reference_recipe("released_wovae")
-    config.data.names = ("reds", "gopro")
-    config.data.repeats = (1, 10)  # the reference's dataset_weights: GoPro is much smaller than REDS
-    config.data.batch_size = 16
-    return config
+__all__ = ["get_config"]

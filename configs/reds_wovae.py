@@ -1,15 +1,5 @@
-"""F and G on REDS, no VAE, batch 13 (the authors' REDS_woVAE.pth).
+"""Recipe `reds_wovae` by path from a checkout; its settings: kernelspace_jax/configs/reds_wovae.py."""
 
-python -m kernelspace_jax.data.build reds --manual_dir /data/REDS
-python train.py --config configs/reds_wovae.py --workdir runs/reds_wovae
-"""
+from kernelspace_jax.configs.reds_wovae import get_config
 
-from configs.common import reference_recipe
-
-
-def get_config():
-    config = reference_recipe("released_wovae")
-    config.data.names = ("reds",)
-    config.data.eval_split = "val"
-    config.data.batch_size = 13
-    return config
+__all__ = ["get_config"]

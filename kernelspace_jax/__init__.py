@@ -6,9 +6,9 @@ mean, sigma = model.extract(sharp, blurry)    # G: (B, H, W, 3) x2 -> (B, h, w, 
 blurry_again = model.blur(sharp, mean)        # F: (B, H, W, 3), kernel -> (B, H, W, 3)
 """
 
-from kernelspace_jax.checkpoints import load, save
-from kernelspace_jax.config import KernelSpaceConfig
-from kernelspace_jax.model import (
+from kernelspace_jax.kernel_space.checkpoints import load, save
+from kernelspace_jax.kernel_space.config import KernelSpaceConfig
+from kernelspace_jax.kernel_space.model import (
     MIN_SIDE,
     KernelSpaceModel,
     blur,

@@ -12,8 +12,9 @@ import pytest
 from conftest import GOLDEN
 
 import kernelspace_jax as ksj
-from kernelspace_jax import checkpoints, config, convert
-from kernelspace_jax.pth import CheckpointFormatError, UnsafeCheckpointError, read_pth
+from kernelspace_jax.cli import convert
+from kernelspace_jax.io.pth import CheckpointFormatError, UnsafeCheckpointError, read_pth
+from kernelspace_jax.kernel_space import checkpoints, config
 
 PTH = GOLDEN / "kw_micro_wvae_init.pth"
 

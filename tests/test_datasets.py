@@ -333,7 +333,7 @@ def test_clear_errors(gopro, tmp_path):
 
 
 def test_build_command_line_with_the_default_layout(tmp_path, capsys):
-    from kernelspace_jax.data import build as build_cli
+    from kernelspace_jax.cli import build_data as build_cli
 
     config = SyntheticBlurConfig(crop_size=(HEIGHT, WIDTH), kernel_size_range=(5, 5), nonuniform_prob=0.0)
     for split, num in (("train", 3), ("test", 2)):
@@ -353,7 +353,7 @@ def test_build_command_line_with_the_default_layout(tmp_path, capsys):
 
 @pytest.mark.parametrize("dataset", ["gopro", "reds"])
 def test_built_datasets_feed_the_training_pipeline(dataset, gopro, reds):
-    from configs.common import reference_recipe
+    from kernelspace_jax.configs.common import reference_recipe
     from kernelspace_jax.data import pipeline, sources
 
     _, data_dir, expected = {"gopro": gopro, "reds": reds}[dataset]

@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import deblur
 import kernelspace_jax as ksj
-from kernelspace_jax import search, search_files
+from kernelspace_jax.cli import deblur
 from kernelspace_jax.data import synthetic
-from kernelspace_jax.images import png_text, read_image
+from kernelspace_jax.deblurring import dip as search
+from kernelspace_jax.deblurring import engine, files
+from kernelspace_jax.io.images import png_text, read_image
 from tests.test_search import tiny_model
 
 # ml_collections loads config files with importlib's deprecated load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
-    f"--config={ROOT / 'configs' / 'deblur_generic.py'}:local",
+    "--config=deblur_generic:local",  # an installed recipe, by name
     "--config.image_dip.channels_down=(4,)",
     "--config.image_dip.channels_up=(4,)",
     "--config.image_dip.channels_skip=(2,)",
@@ -83,7 +84,7 @@ def test_outputs_and_their_record(workspace):
 def test_resume_skips_done_images_and_other_iters_do_not_recompile(workspace, capsys):
     root, out = workspace["root"], workspace["root"] / "out"
     before = {name: (out / f"{name}.png").stat().st_mtime_ns for name in ("a", "b")}
-    traces = search.trace_count()
+    traces = engine.trace_count(search.TRACE_NAME)
     assert deblur.main([*workspace["args"], "--input", str(root / "blur")]) == 0
     assert "2 of 4 images already done" in capsys.readouterr().out
     assert {name: (out / f"{name}.png").stat().st_mtime_ns for name in ("a", "b")} == before
@@ -102,7 +103,7 @@ def test_resume_skips_done_images_and_other_iters_do_not_recompile(workspace, ca
     ]
     assert deblur.main([*workspace["args"], *other]) == 0
     assert png_text(root / "out_iters" / "a.png")["num_iters"] == "5"
-    assert search.trace_count() == traces
+    assert engine.trace_count(search.TRACE_NAME) == traces
 
 
 def test_evaluation_mode(workspace, capsys):
@@ -222,7 +223,7 @@ def test_a_second_run_on_the_same_output_folder_stops_at_once(workspace, capsys)
     root = workspace["root"]
     out = root / "out_locked"
     out.mkdir()
-    with open(out / search_files.LOCK_NAME, "w") as held:
+    with open(out / files.LOCK_NAME, "w") as held:
         held.write("4242")
         held.flush()
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -243,7 +244,7 @@ def test_demo(workspace, capsys):
 
 
 def test_demo_blur_is_the_blur_the_shipped_model_was_trained_on():
-    from configs import synthetic_tiny
     from kernelspace_jax.assets import SHIPPED_KERNEL_SIZE_RANGE
+    from kernelspace_jax.configs import synthetic_tiny
 
     assert tuple(synthetic_tiny.get_config().data.synthetic.kernel_size_range) == SHIPPED_KERNEL_SIZE_RANGE

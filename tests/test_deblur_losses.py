@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernelspace_jax.checkpoints import CheckpointMismatchError
-from kernelspace_jax.deblur_losses import (
+from kernelspace_jax.deblurring.losses import (
     hyper_laplacian_penalty,
     kernel_norm,
     perceptual_loss,
@@ -16,7 +15,7 @@ from kernelspace_jax.deblur_losses import (
     ssim,
     vgg_features,
 )
-from kernelspace_jax.losses import charbonnier_sum
+from kernelspace_jax.kernel_space.checkpoints import CheckpointMismatchError
 from kernelspace_jax.models.vgg import (
     PERCEPTUAL_OUTPUTS,
     VGG19Features,
@@ -24,6 +23,7 @@ from kernelspace_jax.models.vgg import (
     vgg19_convs,
     vgg19_params,
 )
+from kernelspace_jax.training.losses import charbonnier_sum
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -48,7 +48,7 @@ def test_ssim_matches_reference(golden):
 def test_ssim_filter_is_the_references_2d_window_and_its_own_gradient():
     """ssim filters with two 1-D passes and a hand-written gradient (the filter itself: the window is
     symmetric); both must equal the reference's 2-D window as a grouped convolution, and its gradient."""
-    from kernelspace_jax import deblur_losses
+    from kernelspace_jax.deblurring import losses as deblur_losses
 
     a, b = jax.random.uniform(jax.random.key(0), (2, 2, 23, 19, 3))
     taps = deblur_losses.gaussian_taps(deblur_losses.SSIM_WINDOW, deblur_losses.SSIM_SIGMA)

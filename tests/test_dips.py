@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernelspace_jax.checkpoints import CheckpointMismatchError
-from kernelspace_jax.dip_checkpoints import image_dip_params, kernel_dip_params
+from kernelspace_jax.deblurring.dip_checkpoints import image_dip_params, kernel_dip_params
+from kernelspace_jax.io.pth import read_pth
+from kernelspace_jax.kernel_space.checkpoints import CheckpointMismatchError
 from kernelspace_jax.models.dips import (
     IMAGE_DIP_MICRO,
     KERNEL_DIP_MICRO,
@@ -21,7 +22,6 @@ from kernelspace_jax.models.dips import (
     init_params,
     upsample_bilinear2x,
 )
-from kernelspace_jax.pth import read_pth
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import golden_inputs
 
 import kernelspace_jax as ksj
-from kernelspace_jax import config, model
+from kernelspace_jax.kernel_space import config, model
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_config_validation():
 
 @pytest.mark.parametrize("variant", ["released_wovae", "released_wvae", "micro_wovae", "micro_wvae"])
 def test_config_files_describe_valid_architectures(variant):
-    from configs import kernel_space
+    from kernelspace_jax.configs import kernel_space
 
     cfg = ksj.KernelSpaceConfig.from_dict(kernel_space.get_config(variant))
     assert cfg.use_vae == variant.endswith("_wvae") and cfg.nf == (64 if variant.startswith("released") else 8)
@@ -250,11 +250,11 @@ def test_a_generator_without_resnet_blocks_runs_at_128():
 
 
 def test_kaiming_init_starts_near_the_identity_but_sees_its_kernel(inputs):
-    config = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    config = dataclasses.replace(ksj.kernel_space.config.micro(), extractor_blocks=0, hr_width=8)
     sharp, blurry = inputs["sharp"][:, :128, :128], inputs["blurry"][:, :128, :128]
     sensitivity = {}
     for scheme in model.INIT_SCHEMES:
-        fresh = ksj.model.KernelSpaceModel(model.init_params(jax.random.key(0), config, scheme), config)
+        fresh = ksj.KernelSpaceModel(model.init_params(jax.random.key(0), config, scheme), config)
         mean, _ = fresh.extract(sharp, blurry)
         reblurred = fresh.blur(sharp, mean)
         assert float(jnp.abs(reblurred - sharp).mean()) < 0.15, scheme  # random images: mean |x| ~ 0.5
@@ -266,12 +266,12 @@ def test_kaiming_init_starts_near_the_identity_but_sees_its_kernel(inputs):
 
 
 def test_swapped_kernel_metric_tells_whether_f_uses_its_kernel(energized, inputs):
-    from kernelspace_jax.metrics import reconstruction_metrics
+    from kernelspace_jax.training.metrics import reconstruction_metrics
 
-    config = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    config = dataclasses.replace(ksj.kernel_space.config.micro(), extractor_blocks=0, hr_width=8)
     sharp = jax.image.resize(jax.random.uniform(jax.random.key(0), (2, 16, 16, 3)), (2, 256, 256, 3), "linear")
     pair = sharp, jnp.stack([sharp[0], 0.3 + 0.4 * sharp[1]])  # two different "blurs"
-    blind = ksj.model.KernelSpaceModel(model.init_params(jax.random.key(0), config, "reference"), config)
+    blind = ksj.KernelSpaceModel(model.init_params(jax.random.key(0), config, "reference"), config)
     out = reconstruction_metrics(blind, *pair)  # F ignores k (~1e-9): the same PSNR either way
     np.testing.assert_allclose(out["swapped_psnr"], out["psnr"], atol=2e-4)
     out = reconstruction_metrics(energized, *pair)  # O(1) weights: F depends on k
@@ -281,13 +281,13 @@ def test_swapped_kernel_metric_tells_whether_f_uses_its_kernel(energized, inputs
 
 
 def test_sharp_skip_only_adds_the_sharp_image_to_fs_full_resolution_tail(inputs):
-    plain = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    plain = dataclasses.replace(ksj.kernel_space.config.micro(), extractor_blocks=0, hr_width=8)
     skip = dataclasses.replace(plain, sharp_skip=True)
     params = model.init_params(jax.random.key(0), skip, "kaiming")
     conv_hr = params["reconstruction"]["conv_hr"]["kernel"]
     assert conv_hr.shape == (3, 3, 8 + 3, 8)  # (kh, kw, hr_width + RGB, hr_width)
     sharp, blurry = inputs["sharp"][:, :128, :128], inputs["blurry"][:, :128, :128]
-    kernel, _ = ksj.model.KernelSpaceModel(params, skip).extract(sharp, blurry)
+    kernel, _ = ksj.KernelSpaceModel(params, skip).extract(sharp, blurry)
 
     # With the sharp image's weights zeroed, F is the reference's F with the remaining parameters.
     blind = jax.tree.map(lambda a: a, params)
@@ -295,10 +295,10 @@ def test_sharp_skip_only_adds_the_sharp_image_to_fs_full_resolution_tail(inputs)
     reference = jax.tree.map(lambda a: a, blind)
     reference["reconstruction"]["conv_hr"]["kernel"] = conv_hr[:, :, :8]
     np.testing.assert_allclose(
-        ksj.model.KernelSpaceModel(blind, skip).blur(sharp, kernel),
-        ksj.model.KernelSpaceModel(reference, plain).blur(sharp, kernel),
+        ksj.KernelSpaceModel(blind, skip).blur(sharp, kernel),
+        ksj.KernelSpaceModel(reference, plain).blur(sharp, kernel),
         atol=1e-6,
     )
     # With them, every pixel's residual sees its own sharp pixel directly.
-    moved = ksj.model.KernelSpaceModel(params, skip).blur(sharp, kernel)
-    assert float(jnp.abs(moved - ksj.model.KernelSpaceModel(blind, skip).blur(sharp, kernel)).max()) > 1e-3
+    moved = ksj.KernelSpaceModel(params, skip).blur(sharp, kernel)
+    assert float(jnp.abs(moved - ksj.KernelSpaceModel(blind, skip).blur(sharp, kernel)).max()) > 1e-3

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import ENERGIZED, GOLDEN, assert_fingerprint, golden_inputs, nchw
 
-from kernelspace_jax import checkpoints, model
-from kernelspace_jax.objective import kernel_space_loss
+from kernelspace_jax.kernel_space import checkpoints, model
+from kernelspace_jax.training.objective import kernel_space_loss
 
 CASES = [
     (folder.name, variant, size)

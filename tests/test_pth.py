@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import DATA, GOLDEN
 
-from kernelspace_jax.pth import CheckpointFormatError, UnsafeCheckpointError, read_pth
+from kernelspace_jax.io.pth import CheckpointFormatError, UnsafeCheckpointError, read_pth
 
 FIXTURES = DATA / "pth"
 
@@ -116,7 +116,7 @@ def test_reader_needs_no_torch():
 
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from kernelspace_jax.pth import read_pth\n"
+        "from kernelspace_jax.io.pth import read_pth\n"
         f"s = read_pth({str(GOLDEN / 'kw_micro_wvae_init.pth')!r}); print(len(s))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from kernelspace_jax.schedules import cosine_annealing_restarts
+from kernelspace_jax.training.schedules import cosine_annealing_restarts
 
 
 def reference_lrs(base_lr, periods, restarts, weights, eta_min, num_steps):

@@ -1,4 +1,4 @@
-"""The deblurring search (kernelspace_jax.search) on a micro kernel space and tiny priors.
+"""The deblurring search (kernelspace_jax.deblurring.dip) on a micro kernel space and tiny priors.
 
 Compiling a search chunk costs tens of seconds on a CPU; running the tiny one is fast. So one test
 (`test_search`) makes every check that needs a search, on one compiled chunk (batches of two 64x64
@@ -17,16 +17,17 @@ import pytest
 from conftest import start_on_two_cpu_devices
 
 import kernelspace_jax as ksj
-from configs.deblur_generic import get_config
-from kernelspace_jax import search
-from kernelspace_jax.search_warmup import fit_to_grid, load_kernel_file, warmup_kernels
+from kernelspace_jax.configs.deblur_generic import get_config
+from kernelspace_jax.deblurring import dip as search
+from kernelspace_jax.deblurring import engine
+from kernelspace_jax.deblurring.warmup import fit_to_grid, load_kernel_file, warmup_kernels
 
 SIZE = 64
 
 
 def tiny_model():
     """micro() without G's ResNet blocks (so 64-128 px images pad to 128, not 256) and a narrow tail."""
-    config = dataclasses.replace(ksj.config.micro(), extractor_blocks=0, hr_width=8)
+    config = dataclasses.replace(ksj.kernel_space.config.micro(), extractor_blocks=0, hr_width=8)
     return ksj.init(jax.random.key(0), config)
 
 
@@ -58,7 +59,7 @@ import sys
 import jax, numpy as np
 jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
 from tests.test_search import KEYS, blurry_images, tiny_config, tiny_model
-from kernelspace_jax import search
+from kernelspace_jax.deblurring import dip as search
 assert jax.device_count() == 2
 model = tiny_model()
 # vmapped images here; the main process maps them (batch_mode "auto" on a CPU): same results.
@@ -89,13 +90,13 @@ def check_result(result, model):
 
 
 def check_other_iteration_counts_reuse_the_chunk(model):
-    traces = search.trace_count()
+    traces = engine.trace_count(search.TRACE_NAME)
     for num_iters, num_warmup in ((5, 3), (16, 4)):
         config = tiny_config(num_iters=num_iters, num_warmup_iters=num_warmup)
         result = search.deblur(model, blurry_images(2), KEYS, config)
         assert result.history["loss"].shape == (2, num_iters + num_warmup)
         assert np.isfinite(result.history["loss"]).all()
-    assert search.trace_count() == traces
+    assert engine.trace_count(search.TRACE_NAME) == traces
 
 
 def check_alone_in_longer_chunks_gives_the_batch_result(result, model):
@@ -122,7 +123,7 @@ def check_non_finite_steps_stop_only_their_image(result, model):
             )
         return state, loss
 
-    traces = search.trace_count()
+    traces = engine.trace_count(search.TRACE_NAME)
     state, _ = run(search.init_states(KEYS, padded, kernels, settings=settings), range(6))
     last_finite = np.asarray(state.sharp[1])
     clean, _ = run(jax.tree.map(jnp.copy, state), range(6, 12))  # run_chunk donates its state
@@ -139,7 +140,7 @@ def check_non_finite_steps_stop_only_their_image(result, model):
     state, loss = run(state, [12])
     assert np.isnan(loss).all()
     np.testing.assert_array_equal(state.sharp, done)
-    assert search.trace_count() == traces
+    assert engine.trace_count(search.TRACE_NAME) == traces
 
     # Through deblur(): a NaN pixel stops image 1 at its first step; image 0 is unaffected.
     nan_pixel = search.deblur(model, blurry_images(2).at[1, 5, 5, 0].set(jnp.nan), KEYS, config)

@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import synthetic_tiny, synthetic_tiny_vae
 from kernelspace_jax import synthesis
 from kernelspace_jax.assets import load_shipped
-from kernelspace_jax.config import KernelSpaceConfig
+from kernelspace_jax.configs import synthetic_tiny, synthetic_tiny_vae
 from kernelspace_jax.data import sources
-from kernelspace_jax.metrics import reconstruction_metrics
+from kernelspace_jax.kernel_space.config import KernelSpaceConfig
+from kernelspace_jax.training.metrics import reconstruction_metrics
 
 
 @pytest.fixture(scope="module")

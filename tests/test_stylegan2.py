@@ -12,11 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernelspace_jax.checkpoints import CheckpointMismatchError
-from kernelspace_jax.models.stylegan2 import Generator, init_generator, make_noise, noise_shapes, upfirdn2d
-from kernelspace_jax.pth import CheckpointFormatError, read_pth
-from kernelspace_jax.stylegan2_checkpoints import load_stylegan2
-from kernelspace_jax.stylegan2_search_ops import (
+from kernelspace_jax.deblurring.stylegan2.checkpoints import load_stylegan2
+from kernelspace_jax.deblurring.stylegan2.ops import (
     geocross,
     lr_schedule,
     project_to_sphere,
@@ -24,6 +21,9 @@ from kernelspace_jax.stylegan2_search_ops import (
     spherical_step,
     torch_adam,
 )
+from kernelspace_jax.io.pth import CheckpointFormatError, read_pth
+from kernelspace_jax.kernel_space.checkpoints import CheckpointMismatchError
+from kernelspace_jax.models.stylegan2 import Generator, init_generator, make_noise, noise_shapes, upfirdn2d
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

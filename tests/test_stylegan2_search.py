@@ -19,15 +19,17 @@ import pytest
 from conftest import start_on_two_cpu_devices
 from PIL import Image
 
-import deblur
 import kernelspace_jax as ksj
-from configs.deblur_stylegan2 import get_config
-from kernelspace_jax import stylegan2_prior, stylegan2_search
-from kernelspace_jax.images import png_text, read_image
+from kernelspace_jax.cli import deblur
+from kernelspace_jax.configs.deblur_stylegan2 import get_config
+from kernelspace_jax.deblurring import engine
+from kernelspace_jax.deblurring.stylegan2 import prior as stylegan2_prior
+from kernelspace_jax.deblurring.stylegan2 import search as stylegan2_search
+from kernelspace_jax.deblurring.stylegan2.checkpoints import load_stylegan2
+from kernelspace_jax.deblurring.stylegan2.ops import on_sphere, sphere_radii, torch_adam
+from kernelspace_jax.deblurring.warmup import warmup_kernels
+from kernelspace_jax.io.images import png_text, read_image
 from kernelspace_jax.models.stylegan2 import Generator
-from kernelspace_jax.search_warmup import warmup_kernels
-from kernelspace_jax.stylegan2_checkpoints import load_stylegan2
-from kernelspace_jax.stylegan2_search_ops import on_sphere, sphere_radii, torch_adam
 from tests.test_search import tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections
@@ -99,8 +101,8 @@ import sys
 import jax, numpy as np
 jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
 from tests.test_stylegan2_search import FIT_SAMPLES, KEYS, blurry_images, tiny_config, tiny_model
-from kernelspace_jax import stylegan2_prior
-from kernelspace_jax.stylegan2_search import deblur_stylegan2
+from kernelspace_jax.deblurring.stylegan2 import prior as stylegan2_prior
+from kernelspace_jax.deblurring.stylegan2.search import deblur_stylegan2
 assert jax.device_count() == 2
 prior = stylegan2_prior.load_prior(sys.argv[2], FIT_SAMPLES)
 model = tiny_model()
@@ -144,7 +146,7 @@ def check_step_by_step(result, model, prior):
     counts = tuple(np.int32(config[k]) for k in COUNT_FIELDS)
     state = stylegan2_search.init_states(KEYS, blurry, kernels, prior, settings=settings)
     radii = jax.vmap(sphere_radii)(state.x_params)  # per image: the arrays have a leading image axis
-    traces = stylegan2_search.trace_count()
+    traces = engine.trace_count(stylegan2_search.TRACE_NAME)
     lowest = np.full(2, np.inf)
     for t in range(STEPS + 1):
         before = np.asarray(state.best_sharp)
@@ -164,7 +166,7 @@ def check_step_by_step(result, model, prior):
             assert (state.best_step[i] == t) == improved[i]
             if not improved[i]:
                 np.testing.assert_array_equal(state.best_sharp[i], before[i])
-    assert stylegan2_search.trace_count() == traces
+    assert engine.trace_count(stylegan2_search.TRACE_NAME) == traces
     np.testing.assert_allclose(np.clip(state.best_sharp, 0, 1), result.sharp, atol=1e-6)
     # On the sphere: |w_i| and |noise map| as at the start (the x-optimiser keeps its radii).
     final = jax.vmap(sphere_radii)(state.x_params)
@@ -177,13 +179,13 @@ def check_step_by_step(result, model, prior):
 
 
 def check_other_counts_reuse_the_chunk(model, prior):
-    traces = stylegan2_search.trace_count()
+    traces = engine.trace_count(stylegan2_search.TRACE_NAME)
     for counts in ((2, 1, 3, 2), (0, 3, 2, 1)):
         config = tiny_config(**dict(zip(COUNT_FIELDS, counts, strict=True)))
         result = stylegan2_search.deblur_stylegan2(model, prior, blurry_images(2), KEYS, config)
         total = counts[0] + counts[1] * (counts[2] + counts[3])
         assert result.history["loss"].shape == (2, total) and np.isfinite(result.history["loss"]).all()
-    assert stylegan2_search.trace_count() == traces
+    assert engine.trace_count(stylegan2_search.TRACE_NAME) == traces
 
 
 def check_an_image_depends_only_on_its_key(result, model, prior):
@@ -318,7 +320,7 @@ def tiny_cli_args(generator, checkpoint, output):
 
 def test_cli(tmp_path, generator_file, checkpoint, model, prior, capsys):
     """deblur.py --prior stylegan2: outputs, resume and evaluation as for the generic prior; errors."""
-    traces = stylegan2_search.trace_count()
+    traces = engine.trace_count(stylegan2_search.TRACE_NAME)
     images = np.asarray(blurry_images(4, seed=1) * 255).astype(np.uint8)
     for i, name in enumerate(("a", "b", "c", "d")):
         save_png(tmp_path / "blur" / f"{name}.png", images[i])
@@ -358,4 +360,6 @@ def test_cli(tmp_path, generator_file, checkpoint, model, prior, capsys):
     assert deblur.main([*args, *two, "--prior=pulse"]) == 2
     with pytest.raises(ValueError, match=r"blurry images are 64x64 but the StyleGAN2 generator makes 32x32"):
         stylegan2_search.deblur_stylegan2(model, prior, jnp.zeros((1, 64, 64, 3)), KEYS[0], tiny_config())
-    assert stylegan2_search.trace_count() == max(traces, 1)  # one chunk (test_search's, if it ran) for all
+    assert engine.trace_count(stylegan2_search.TRACE_NAME) == max(
+        traces, 1
+    )  # one chunk (test_search's, if it ran) for all

@@ -21,15 +21,16 @@ import pytest
 from PIL import Image
 
 import kernelspace_jax as ksj
-from kernelspace_jax import synthesis, synthesize
+from kernelspace_jax import synthesis
 from kernelspace_jax.assets import shipped_checkpoint_path
+from kernelspace_jax.cli import synthesize
 from kernelspace_jax.data import synthetic
 from kernelspace_jax.data.paired_folders import scan_paired_folders
-from kernelspace_jax.model import abstract_params
+from kernelspace_jax.kernel_space.model import abstract_params
 
 # The micro configuration without its residual blocks: every test compiles F or G a few times.
 NANO = dataclasses.replace(
-    ksj.config.micro(use_vae=True), front_blocks=0, back_blocks=0, extractor_blocks=0, hr_width=8
+    ksj.kernel_space.config.micro(use_vae=True), front_blocks=0, back_blocks=0, extractor_blocks=0, hr_width=8
 )
 # XLA's unoptimised CPU code compiles these networks ~2.5x faster and runs them as fast at this size.
 jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import kernelspace_jax as ksj
-from configs.common import reference_recipe
-from kernelspace_jax import training
-from kernelspace_jax.model import init_params
-from kernelspace_jax.trainer import train_and_evaluate
+from kernelspace_jax.configs.common import reference_recipe
+from kernelspace_jax.devices import data_mesh
+from kernelspace_jax.kernel_space.model import init_params
+from kernelspace_jax.training import step as training
+from kernelspace_jax.training.loop import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +55,7 @@ def test_step_learns_and_skips_non_finite_batches():
     config = tiny_config()
     tx = training.make_optimizer(config)
     state = training.create_state(init_params(jax.random.key(0), training.model_config(config)), tx)
-    step = training.compile_train_step(config, tx, training.data_mesh())
+    step = training.compile_train_step(config, tx, data_mesh())
     rng = np.random.default_rng(0)
     sharp = rng.uniform(size=(2, 128, 128, 3)).astype(np.float32)
     batch = {"sharp": sharp, "blurry": 0.5 * sharp + 0.25}
@@ -121,7 +122,7 @@ def _start_slow_run(workdir, until_checkpoint, worker_count=0, **popen_kwargs) -
 
 def _run_slowly(workdir, worker_count=0):
     """The tiny run with a pause after each step, so that a test can kill it between checkpoints."""
-    from kernelspace_jax import trainer
+    from kernelspace_jax.training import loop as trainer
 
     original = trainer.training.global_batch
 
@@ -159,7 +160,7 @@ def test_several_devices_give_the_same_losses(uninterrupted, tmp_path):
     code = (
         "import sys, jax; assert jax.device_count() == 2; "
         "from tests.test_training import tiny_config; "
-        "from kernelspace_jax.trainer import train_and_evaluate; "
+        "from kernelspace_jax.training.loop import train_and_evaluate; "
         "train_and_evaluate(tiny_config(), sys.argv[1])"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True)

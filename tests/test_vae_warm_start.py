@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import kernelspace_jax as ksj
-from kernelspace_jax.checkpoints import CheckpointMismatchError
-from kernelspace_jax.config import micro
-from kernelspace_jax.trainer import train_and_evaluate
-from kernelspace_jax.vae_warm_start import rescale_kernel, widen_to_vae
+from kernelspace_jax.kernel_space.checkpoints import CheckpointMismatchError
+from kernelspace_jax.kernel_space.config import micro
+from kernelspace_jax.kernel_space.vae_warm_start import rescale_kernel, widen_to_vae
+from kernelspace_jax.training.loop import train_and_evaluate
 from tests.test_training import tiny_config
 
 

@@ -27,7 +27,7 @@ def shipped_checkpoint_path(vae: bool = False) -> pathlib.Path:
 def load_shipped(dtype=None, *, vae: bool = False):
     """A shipped model, a `KernelSpaceModel` trained on synthetic camera-shake pairs: woVAE, or with
     `vae=True` its VAE (whose prior `synthesis.sample` draws kernels from)."""
-    from kernelspace_jax.checkpoints import load
+    from kernelspace_jax.kernel_space.checkpoints import load
 
     path = shipped_checkpoint_path(vae)
     return load(path) if dtype is None else load(path, dtype=dtype)

@@ -3,7 +3,7 @@
 synthetic.py       seeded synthetic pairs from scikit-image's photographs
 paired_folders.py  scanning and validating GoPro / REDS / paired-folder trees
 tfds_builders.py   TFDS builders (array_record, no TensorFlow) and random-access data sources
-build.py           python -m kernelspace_jax.data.build
+build.py           python -m kernelspace_jax.cli.build_data
 pipeline.py        grain: augmented training crops, deterministic evaluation batches
 sources.py         the sources a training config asks for
 """

@@ -27,6 +27,13 @@ KERNEL_DIP_IN_CHANNELS = 64  # hard-coded in the reference, whatever the config
 KERNEL_DIP_DOWNSAMPLINGS = 5
 
 
+def kernel_noise_shape(cells_h: int, cells_w: int) -> tuple[int, int, int]:
+    """The shape of the KernelDIP's input z_k for a (cells_h, cells_w) kernel grid: 32 pixels per cell
+    and side, KERNEL_DIP_IN_CHANNELS channels (the KernelDIP halves its input 5 times)."""
+    side = 2**KERNEL_DIP_DOWNSAMPLINGS
+    return (side * cells_h, side * cells_w, KERNEL_DIP_IN_CHANNELS)
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageDIPConfig:
     """Arguments of the reference's `skip()` call in `ImageDIP` (defaults: the full-size network).

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kernelspace_jax.config import KernelSpaceConfig
+from kernelspace_jax.kernel_space.config import KernelSpaceConfig
 from kernelspace_jax.models.layers import (
     Dtype,
     ReflectResnetBlock,

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernelspace_jax.checkpoints import CheckpointMismatchError
+from kernelspace_jax.io.pth import read_pth
+from kernelspace_jax.kernel_space.checkpoints import CheckpointMismatchError
 from kernelspace_jax.models.layers import conv, max_pool_2x2
-from kernelspace_jax.pth import read_pth
 
 # torchvision's vgg19 ("E"): conv widths per block; a 2x2 max pool ends every block.
 VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))

@@ -1,0 +1,618 @@
+"""Blur synthesis from the command line: a kernel bank, blur transfer, prior samples, interpolation.
+
+    python -m kernelspace_jax.cli.synthesize bank --checkpoint ckpt --source synthetic --out bank.npz
+    python -m kernelspace_jax.cli.synthesize transfer --checkpoint ckpt --bank bank.npz --target photos/ --out o
+    python -m kernelspace_jax.cli.synthesize sample --checkpoint wvae.pth --target 'photos/*.jpg' --out o
+    python -m kernelspace_jax.cli.synthesize interpolate --checkpoint ckpt --bank bank.npz --a 0 --b 5 \\
+        --target photos/ --steps 8 --out o
+
+Without --checkpoint the shipped model is used (kernelspace_jax.assets; its VAE for sample).
+
+Pairs (--source): synthetic[:<split>] (built-in pairs, split test by default) | tfds:<name>:<split> |
+folders:<blurry root>:<sharp root> | a folder holding blur/ and sharp/ (e.g. an output of this tool).
+Sharp images (--target): a folder (every .png/.jpg/.jpeg below it), a glob ('photos/**/*.jpg'), or any
+pair spec above (its sharp images).
+
+Outputs go to --out in the paired-folder layout the training pipeline reads back
+(`python -m kernelspace_jax.cli.build_data paired_folders`, or `folders:<out>/blur:<out>/sharp`):
+out/blur/<seq>/<name>.png, each beside the sharp image it was made from, out/sharp/<seq>/<name>.png.
+With them: log.csv (one row per output), summary.json, and contact_sheet.png (sharp | its blurs) or
+interpolation_strip.png. Output i depends only on (--seed, i) and the inputs; outputs already written are
+skipped, so an interrupted run picks up where it stopped when run again (every file is written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import functools
+import glob
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from kernelspace_jax import synthesis, xla_options
+from kernelspace_jax.assets import shipped_checkpoint_path
+from kernelspace_jax.cli.evaluate import FolderPairs, open_source
+from kernelspace_jax.data.paired_folders import load_rgb8
+from kernelspace_jax.data.synthetic import SPLITS, SyntheticBlurConfig, SyntheticPairs, to_uint8
+from kernelspace_jax.io.pth import CheckpointFormatError
+from kernelspace_jax.kernel_space.checkpoints import load
+from kernelspace_jax.kernel_space.model import MIN_SIDE, KernelSpaceModel
+from kernelspace_jax.training.metrics import image_grid, write_png
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+PAIR_SPECS = ("synthetic", "tfds", "folders")
+SHEET_ROWS, SHEET_COLUMNS, THUMBNAIL = 8, 6, 160
+FRAMES_PER_SEQ = 100  # output i -> <i // 100>/<i % 100>, the layout of the reference's augmented sets
+# The model, loaded on first use: inputs are checked before a large checkpoint is read.
+ModelLoader = Callable[[], KernelSpaceModel]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def open_pairs(spec: str, *, crop: int | None, num: int, seed: int, data_dir: str):
+    """A random-access pair source for a --source spec (see the module doc)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "synthetic":
+        split = rest or "test"
+        if split not in SPLITS:
+            raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
+        if num < 1:
+            raise ValueError(f"--num must be at least 1 synthetic pair, got {num}")
+        config = SyntheticBlurConfig(crop_size=crop or 256, seed=seed)
+        return SyntheticPairs(config, split, num)
+    if kind in PAIR_SPECS:
+        return open_source(spec, data_dir, num, seed)
+    root = Path(spec)
+    if root.is_dir():
+        if (root / "blur").is_dir() and (root / "sharp").is_dir():
+            return FolderPairs(root / "blur", root / "sharp")
+        raise FileNotFoundError(f"{spec} has no blur/ and sharp/ folders (a paired-folder root)")
+    raise ValueError(
+        f"pairs must be synthetic[:<split>], tfds:<name>:<split>, folders:<blurry>:<sharp> or a folder with "
+        f"blur/ and sharp/; got {spec!r}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FileImages:
+    """Sharp images from files: `id(i)`, and `read(i)` -> (H, W, 3) float32 in [0, 1]."""
+
+    paths: tuple[Path, ...]
+    ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def id(self, index: int) -> str:
+        return self.ids[index]
+
+    def read(self, index: int) -> np.ndarray:
+        try:
+            image = load_rgb8(self.paths[index])
+        except Exception as error:  # whatever Pillow raises, the user needs the file's name
+            raise ValueError(f"{self.paths[index]}: unreadable image ({type(error).__name__}: {error})") from None
+        return image.astype(np.float32) / np.float32(255)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairSharps:
+    """The sharp images of a pair source: `id(i)`, and `read(i)` -> (H, W, 3) float32 in [0, 1]."""
+
+    pairs: Any
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def id(self, index: int) -> str:
+        # Folder pairs know their ids without decoding; other sources are named by position.
+        records = getattr(self.pairs, "records", None)
+        return records[index].id if records is not None else str(index)
+
+    def read(self, index: int) -> np.ndarray:
+        return synthesis.read_pair(self.pairs, index, None)["sharp"]
+
+
+def _check_headers(paths: Sequence[Path]) -> None:
+    """Raises ValueError naming the files Pillow cannot open or that are too small."""
+
+    def problem(path: Path) -> str | None:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Exception as error:  # any decoder failure makes the file unusable
+            return f"{path}: unreadable image ({type(error).__name__}: {error})"
+        if min(width, height) < MIN_SIDE:
+            return f"{path}: {height}x{width}, sides must be at least {MIN_SIDE}"
+        return None
+
+    with ThreadPoolExecutor(8) as pool:
+        problems = [p for p in pool.map(problem, paths) if p]
+    if problems:
+        listed = "\n  ".join(problems[:5])
+        raise ValueError(f"{len(problems)} bad target image(s), e.g.:\n  {listed}")
+
+
+def open_targets(spec: str, *, crop: int | None, num: int, seed: int, data_dir: str):
+    """Sharp images for a --target spec: a folder, a glob, or a pair spec (its sharp images)."""
+    if spec.partition(":")[0] in PAIR_SPECS:
+        return PairSharps(open_pairs(spec, crop=crop, num=num, seed=seed, data_dir=data_dir))
+    root = Path(spec)
+    if root.is_dir():
+        paths = sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        ids = [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+    else:
+        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        ids = [p.with_suffix("").as_posix() for p in paths]
+    if not paths:
+        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images at {spec} (a folder, a glob or a pair spec)")
+    _check_headers(paths)
+    return FileImages(tuple(paths), tuple(ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One output: id '<seq>/<name>', position (its key is fold_in(seed, position)), target index, log row."""
+
+    id: str
+    position: int
+    target: int
+    log: dict[str, Any]
+
+
+def output_id(position: int) -> str:
+    """'<seq>/<name>' of output `position`: 100 images a folder, as the reference's augmented sets."""
+    return f"{position // FRAMES_PER_SEQ:03d}/{position % FRAMES_PER_SEQ:08d}"
+
+
+def _done(out: Path, job: Job) -> bool:
+    return (out / "blur" / f"{job.id}.png").is_file() and (out / "sharp" / f"{job.id}.png").is_file()
+
+
+def _write_image(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(path, to_uint8(image))
+
+
+def render(
+    jobs: Sequence[Job],
+    targets,
+    out: Path,
+    blur_fn: Callable[[Sequence[Job], np.ndarray], jax.Array],
+    *,
+    batch_size: int,
+    crop: int | None,
+    on_written: Callable[[Job], None] = lambda job: None,
+) -> int:
+    """Writes the blurry and sharp PNGs of every job not on disk yet; returns how many it wrote.
+
+    blur_fn(jobs, sharp (B, H, W, 3)) -> blurry (B, H, W, 3) in [0, 1]: jobs come in groups of one
+    image size, padded to batch_size with repeats of the last job, so each size compiles once.
+    """
+    pending = [job for job in jobs if not _done(out, job)]
+    with (
+        tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="synthesize", unit="image") as bar,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            wanted = sorted({job.target for job in chunk})
+            images = {
+                t: synthesis.center_crop(image, crop, f"target {targets.id(t)}")
+                for t, image in zip(wanted, pool.map(targets.read, wanted), strict=True)
+            }
+            groups: dict[tuple[int, ...], list[Job]] = {}
+            for job in chunk:
+                groups.setdefault(images[job.target].shape, []).append(job)
+            for group in groups.values():
+                padded = group + [group[-1]] * (batch_size - len(group))
+                sharp = np.stack([images[job.target] for job in padded])
+                blurry = np.asarray(blur_fn(padded, sharp))
+                for job, result in zip(group, blurry, strict=False):
+                    _write_image(out / "sharp" / f"{job.id}.png", images[job.target])
+                    _write_image(out / "blur" / f"{job.id}.png", result)
+                    on_written(job)
+                bar.update(len(group))
+    return len(pending)
+
+
+@xla_options.jit(static_argnums=(2, 3, 4))
+def _draw_kernels(augment: synthesis.Augmentation, keys: jax.Array, batch: int, height: int, width: int):
+    return augment.kernels(keys, batch, height, width)[0]
+
+
+def _augment_fn(augment: synthesis.Augmentation, keys: jax.Array):
+    """render's blur_fn: each job blurred with the augmentation's kernel for its own key."""
+
+    def blur(jobs: Sequence[Job], sharp: np.ndarray) -> jax.Array:
+        kernels = _draw_kernels(augment, keys[np.asarray([job.position for job in jobs])], *sharp.shape[:3])
+        # F through synthesis.apply_kernel, jitted once per image size for all commands; host kernels so
+        # that every command calls it alike (device arrays can differ in placement, which recompiles).
+        return synthesis.apply_kernel(augment.model, sharp, np.asarray(kernels), fit=augment.fit)
+
+    return blur
+
+
+def _per_image_jobs(targets, per_image: int, log: Callable[[int], dict[str, Any]]) -> list[Job]:
+    """Outputs 0 .. len(targets) * per_image - 1, output i from target i // per_image."""
+    count = len(targets) * per_image
+    return [
+        Job(output_id(i), i, i // per_image, {"target": targets.id(i // per_image), **log(i)}) for i in range(count)
+    ]
+
+
+def job_keys(seed: int, count: int) -> jax.Array:
+    """(count,) keys; output i's is fold_in(key(seed), i), whatever batch it lands in."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(count, dtype=jnp.int32))
+
+
+def _thumbnail(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        square = image.convert("RGB").crop((left, top, left + side, top + side))
+        return np.asarray(square.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS), np.float32) / 255
+
+
+def write_sheet(path: Path, out: Path, jobs: Sequence[Job], rows: int, columns: int) -> None:
+    """A picture of the first `rows` targets, each row sharp | up to `columns` outputs (centre squares)."""
+    per_target: dict[int, list[Job]] = {}
+    for job in jobs:
+        if job.target in per_target or len(per_target) < rows:
+            per_target.setdefault(job.target, []).append(job)
+    width = 1 + min(columns, max(len(group) for group in per_target.values()))
+    grid = []
+    for group in per_target.values():
+        row = [_thumbnail(out / "sharp" / f"{group[0].id}.png")]
+        row += [_thumbnail(out / "blur" / f"{job.id}.png") for job in group[: width - 1]]
+        grid.append(tuple(row + [np.ones_like(row[0])] * (width - len(row))))
+    write_png(path, image_grid(grid))
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(path, buffer.getvalue())
+
+
+def finish(
+    out: Path,
+    jobs: Sequence[Job],
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    picture: str,
+    rows: int,
+    columns: int,
+) -> None:
+    """Writes the picture, log.csv (one row per output) and summary.json (settings and results)."""
+    write_sheet(out / picture, out, jobs, rows, columns)
+    _write_csv(out / "log.csv", [{"id": job.id, **job.log} for job in jobs])
+    _write_text(out / "summary.json", json.dumps({**vars(args), **results}, indent=1) + "\n")
+    print(
+        f"{results['written']} images written, {len(jobs) - results['written']} were there already: "
+        f"{out}/blur and {out}/sharp; {out}/log.csv, summary.json, {picture}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _bank_meta(args: argparse.Namespace) -> dict[str, Any]:
+    return {"source": args.source, "num": args.num, "crop": args.crop, "seed": args.seed}
+
+
+def obtain_bank(args: argparse.Namespace, get_model: ModelLoader, path: Path) -> synthesis.KernelBank:
+    """The bank of --bank, or of --source: built into `path`, or reused from there if built the same way."""
+    bank_file = getattr(args, "bank", None)  # the bank command has no --bank
+    if bank_file and args.source:
+        raise ValueError("give either --source (pairs to extract kernels from) or --bank, not both")
+    if bank_file:
+        return synthesis.load_bank(bank_file, get_model())
+    if not args.source:
+        raise ValueError("kernels come from pairs: give --source or --bank")
+    meta = _bank_meta(args)
+    if path.exists():
+        bank = synthesis.load_bank(path, get_model())
+        built = {key: bank.meta.get(key) for key in meta}
+        if built != meta:
+            raise ValueError(f"{path} holds a bank built with {built}, not {meta}: delete it or use another --out")
+        print(f"reusing the kernel bank {path} ({len(bank)} kernels)")
+        return bank
+    pairs = open_pairs(args.source, crop=args.crop, num=args.num, seed=args.seed, data_dir=args.data_dir)
+    bank = synthesis.build_bank(
+        get_model(),
+        pairs,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        seed=args.seed,
+        progress=True,
+        meta=meta,
+    )
+    synthesis.save_bank(bank, path)
+    _write_csv(
+        path.with_suffix(".csv"),
+        [
+            {
+                "index": i,
+                "id": bank.ids[i],
+                "psnr": round(float(bank.psnr[i]), 3),
+                "identity_psnr": round(float(bank.identity_psnr[i]), 3),
+            }
+            for i in range(len(bank))
+        ],
+    )
+    print(
+        f"kernel bank of {len(bank)} pairs written to {path}; reconstruction PSNR per pair in "
+        f"{path.with_suffix('.csv')}"
+    )
+    return bank
+
+
+def cmd_bank(args: argparse.Namespace, get_model: ModelLoader) -> None:
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out of a bank is a .npz file, got {out}")
+    bank = obtain_bank(args, get_model, out)
+    for i in range(len(bank)):
+        print(f"Reconstruction PSNR of pair #{i:03d}/{len(bank):03d} ({bank.ids[i]}): {bank.psnr[i]:.2f} dB")
+    print(
+        f"Average reconstruction PSNR of F(source sharp, k) vs source blurry: {np.mean(bank.psnr):.2f} dB "
+        f"(identity, source sharp vs blurry: {np.mean(bank.identity_psnr):.2f} dB) over {len(bank)} pairs"
+    )
+
+
+def _targets(args: argparse.Namespace):
+    return open_targets(args.target, crop=args.crop, num=args.num, seed=args.seed, data_dir=args.data_dir)
+
+
+def cmd_transfer(args: argparse.Namespace, get_model: ModelLoader) -> None:
+    out = Path(args.out)
+    targets = _targets(args)
+    bank = obtain_bank(args, get_model, out / "bank.npz")
+    count = len(targets) * args.per_image
+    keys = job_keys(args.seed, count)
+    entries = np.asarray(synthesis.bank_indices(keys, len(bank)))
+    jobs = _per_image_jobs(
+        targets,
+        args.per_image,
+        lambda i: {
+            "source": str(bank.ids[entries[i]]),
+            "source_psnr": round(float(bank.psnr[entries[i]]), 3),
+            "source_identity_psnr": round(float(bank.identity_psnr[entries[i]]), 3),
+        },
+    )
+    augment = synthesis.make_augmentation(get_model(), bank, fit=args.fit)
+
+    def report(job: Job) -> None:
+        tqdm.write(
+            f"Reconstruction PSNR of image #{job.position:03d}/{count:03d} (source {job.log['source']}): "
+            f"{job.log['source_psnr']:.2f} dB"
+        )
+
+    written = render(
+        jobs,
+        targets,
+        out,
+        _augment_fn(augment, keys),
+        batch_size=args.batch_size,
+        crop=args.crop,
+        on_written=report,
+    )
+    mean_psnr = float(np.mean([job.log["source_psnr"] for job in jobs]))
+    mean_identity = float(np.mean([job.log["source_identity_psnr"] for job in jobs]))
+    print(f"Average reconstruction PSNR: {mean_psnr:.2f} dB (identity {mean_identity:.2f} dB), {count} images")
+    results = {
+        "outputs": count,
+        "written": written,
+        "mean_source_psnr": mean_psnr,
+        "mean_source_identity_psnr": mean_identity,
+        "bank_kernels": len(bank),
+    }
+    finish(out, jobs, args, results, "contact_sheet.png", SHEET_ROWS, SHEET_COLUMNS)
+
+
+def cmd_sample(args: argparse.Namespace, get_model: ModelLoader) -> None:
+    out = Path(args.out)
+    targets = _targets(args)
+    augment = synthesis.make_augmentation(get_model(), None, scale=args.scale)  # raises without a VAE
+    count = len(targets) * args.per_image
+    keys = job_keys(args.seed, count)
+    jobs = _per_image_jobs(targets, args.per_image, lambda i: {"sample": i % args.per_image})
+    written = render(
+        jobs,
+        targets,
+        out,
+        _augment_fn(augment, keys),
+        batch_size=args.batch_size,
+        crop=args.crop,
+    )
+    finish(
+        out,
+        jobs,
+        args,
+        {"outputs": count, "written": written},
+        "contact_sheet.png",
+        SHEET_ROWS,
+        SHEET_COLUMNS,
+    )
+
+
+def cmd_interpolate(args: argparse.Namespace, get_model: ModelLoader) -> None:
+    out = Path(args.out)
+    targets = _targets(args)
+    if args.bank or args.source:
+        bank = obtain_bank(args, get_model, out / "bank.npz")
+        a, b = bank.index(args.a), bank.index(args.b)
+        ends = jnp.asarray(bank.mean[[a, b]])
+        names = (str(bank.ids[a]), str(bank.ids[b]))
+    else:
+        # Prior samples on the grid of the first target; fitted to the others like bank kernels.
+        height, width = synthesis.center_crop(targets.read(0), args.crop, f"target {targets.id(0)}").shape[:2]
+        ends = synthesis.prior_kernels(get_model(), jax.random.key(args.seed), 2, height, width, args.scale)
+        names = ("prior sample 0", "prior sample 1")
+    path = np.asarray(synthesis.interpolate(ends[:1], ends[1:], args.steps, args.method))  # (steps, 1, h, w, C)
+    jobs = [
+        Job(
+            f"{t:03d}/{s:08d}",
+            t * args.steps + s,
+            t,
+            {
+                "target": targets.id(t),
+                "step": s,
+                "t": round(s / (args.steps - 1), 4),
+                "a": names[0],
+                "b": names[1],
+            },
+        )
+        for t in range(len(targets))
+        for s in range(args.steps)
+    ]
+    written = render(
+        jobs,
+        targets,
+        out,
+        lambda group, sharp: synthesis.apply_kernel(
+            get_model(), sharp, path[np.asarray([job.log["step"] for job in group]), 0], fit=args.fit
+        ),
+        batch_size=args.batch_size,
+        crop=args.crop,
+    )
+    results = {"outputs": len(jobs), "written": written, "a": names[0], "b": names[1]}
+    finish(out, jobs, args, results, "interpolation_strip.png", rows=4, columns=args.steps)
+
+
+COMMANDS = {"bank": cmd_bank, "transfer": cmd_transfer, "sample": cmd_sample, "interpolate": cmd_interpolate}
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--checkpoint",
+        default=None,
+        help=".pth, Orbax checkpoint, or training workdir (default: the shipped model; for sample its VAE)",
+    )
+    common.add_argument("--step", type=int, default=None, help="step of a training workdir (default: latest)")
+    common.add_argument("--out", required=True, help="output folder (bank: the .npz file)")
+    common.add_argument("--seed", type=int, default=0, help="seed of all randomness (and of synthetic pairs)")
+    common.add_argument("--batch_size", type=int, default=4)
+    common.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="centre-crop every image to this square side (synthetic pairs: generated at it, "
+        "default 256); default: full images",
+    )
+    common.add_argument("--num", type=int, default=16, help="number of synthetic pairs")
+    common.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"), help="TFDS folder")
+
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument(
+        "--source",
+        default=None,
+        help="pairs: synthetic[:split] | tfds:<name>:<split> | folders:<blur>:<sharp> | folder with blur/ and sharp/",
+    )
+    source.add_argument("--bank", default=None, help="a kernel bank .npz (instead of --source)")
+    source.add_argument(
+        "--fit",
+        choices=synthesis.FIT_METHODS,
+        default="resize",
+        help="how a kernel meets another image size (default resize)",
+    )
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--target", required=True, help="sharp images: folder | glob | pair spec")
+    per_image = argparse.ArgumentParser(add_help=False)
+    per_image.add_argument("--per_image", type=int, default=1, help="outputs per target image")
+    scale = argparse.ArgumentParser(add_help=False)
+    scale.add_argument("--scale", type=float, default=synthesis.DEFAULT_SCALE, help="std of prior kernels")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m kernelspace_jax.cli.synthesize",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    bank = commands.add_parser("bank", parents=[common], help="extract the kernels of a paired dataset once")
+    bank.add_argument("--source", required=True, help="pairs (see --help)")
+    commands.add_parser(
+        "transfer",
+        parents=[common, source, target, per_image],
+        help="blur target images with kernels of source pairs",
+    )
+    commands.add_parser(
+        "sample",
+        parents=[common, target, per_image, scale],
+        help="blur target images with kernels from the VAE prior",
+    )
+    interp = commands.add_parser(
+        "interpolate",
+        parents=[common, source, target, scale],
+        help="blur target images along a path between two kernels",
+    )
+    interp.add_argument("--a", default="0", help="first end: a bank id or index (default 0)")
+    interp.add_argument("--b", default="1", help="second end: a bank id or index (default 1)")
+    interp.add_argument("--steps", type=int, default=8, help="kernels on the path, ends included")
+    interp.add_argument("--method", choices=synthesis.INTERPOLATIONS, default="linear")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for name in ("batch_size", "per_image", "num"):
+        if getattr(args, name, 1) < 1:
+            print(f"error: --{name} must be at least 1", file=sys.stderr)
+            return 2
+    if args.crop is not None and args.crop < MIN_SIDE:
+        print(f"error: --crop must be at least {MIN_SIDE}", file=sys.stderr)
+        return 2
+    try:
+        # Orbax refuses relative paths (kernelspace_jax.load passes them on as they are).
+        args.checkpoint = os.fspath(args.checkpoint or shipped_checkpoint_path(vae=args.command == "sample"))
+        COMMANDS[args.command](args, functools.cache(lambda: load(os.path.abspath(args.checkpoint), step=args.step)))
+    except (CheckpointFormatError, FileNotFoundError, ValueError, KeyError, TypeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
