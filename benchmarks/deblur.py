@@ -122,7 +122,7 @@ def retrace_check(model, config, vgg, size) -> tuple[int, float, float]:
         c.update(num_iters=num_iters, num_warmup_iters=0)
         traces = engine.trace_count(search.TRACE_NAME)
         start = time.perf_counter()
-        search.deblur(model, blurry, jax.random.key(0), c, vgg_params=vgg)
+        search.deblur(model, jax.random.key(0), blurry, config=c, vgg_params=vgg)
         seconds.append(time.perf_counter() - start)
     return engine.trace_count(search.TRACE_NAME) - traces, *seconds
 

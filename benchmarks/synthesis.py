@@ -200,7 +200,7 @@ def fit_check(num: int, seed: int) -> None:
         size = kernels.shape[-1]
         source = _cell_psfs(kernels, 256, 256, (2, 2)).reshape(1, 2, 2, size * size)
         fitted = {
-            f"fit={method}": np.asarray(synthesis.fit_kernel(jnp.asarray(source), (3, 5), method))[0]
+            f"fit={method}": np.asarray(synthesis.fit_kernel(jnp.asarray(source), (3, 5), method=method))[0]
             for method in synthesis.FIT_METHODS
         }
         fitted["the target's own 3x5 cells (best possible)"] = _cell_psfs(kernels, 384, 640, (3, 5))

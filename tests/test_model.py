@@ -254,7 +254,7 @@ def test_kaiming_init_starts_near_the_identity_but_sees_its_kernel(inputs):
     sharp, blurry = inputs["sharp"][:, :128, :128], inputs["blurry"][:, :128, :128]
     sensitivity = {}
     for scheme in model.INIT_SCHEMES:
-        fresh = ksj.KernelSpaceModel(model.init_params(jax.random.key(0), config, scheme), config)
+        fresh = ksj.KernelSpaceModel(model.init_params(jax.random.key(0), config, scheme=scheme), config)
         mean, _ = fresh.extract(sharp, blurry)
         reblurred = fresh.blur(sharp, mean)
         assert float(jnp.abs(reblurred - sharp).mean()) < 0.15, scheme  # random images: mean |x| ~ 0.5
@@ -262,7 +262,7 @@ def test_kaiming_init_starts_near_the_identity_but_sees_its_kernel(inputs):
     # The reference's init leaves F all but blind to k (~1e-9); kaiming makes it respond (~1e-4 here).
     assert sensitivity["reference"] < 1e-6 < 1e-5 < sensitivity["kaiming"], sensitivity
     with pytest.raises(ValueError, match="init scheme must be one of"):
-        model.init_params(jax.random.key(0), config, "xavier")
+        model.init_params(jax.random.key(0), config, scheme="xavier")
 
 
 def test_swapped_kernel_metric_tells_whether_f_uses_its_kernel(energized, inputs):
@@ -271,7 +271,7 @@ def test_swapped_kernel_metric_tells_whether_f_uses_its_kernel(energized, inputs
     config = dataclasses.replace(ksj.kernel_space.config.micro(), extractor_blocks=0, hr_width=8)
     sharp = jax.image.resize(jax.random.uniform(jax.random.key(0), (2, 16, 16, 3)), (2, 256, 256, 3), "linear")
     pair = sharp, jnp.stack([sharp[0], 0.3 + 0.4 * sharp[1]])  # two different "blurs"
-    blind = ksj.KernelSpaceModel(model.init_params(jax.random.key(0), config, "reference"), config)
+    blind = ksj.KernelSpaceModel(model.init_params(jax.random.key(0), config, scheme="reference"), config)
     out = reconstruction_metrics(blind, *pair)  # F ignores k (~1e-9): the same PSNR either way
     np.testing.assert_allclose(out["swapped_psnr"], out["psnr"], atol=2e-4)
     out = reconstruction_metrics(energized, *pair)  # O(1) weights: F depends on k
@@ -283,7 +283,7 @@ def test_swapped_kernel_metric_tells_whether_f_uses_its_kernel(energized, inputs
 def test_sharp_skip_only_adds_the_sharp_image_to_fs_full_resolution_tail(inputs):
     plain = dataclasses.replace(ksj.kernel_space.config.micro(), extractor_blocks=0, hr_width=8)
     skip = dataclasses.replace(plain, sharp_skip=True)
-    params = model.init_params(jax.random.key(0), skip, "kaiming")
+    params = model.init_params(jax.random.key(0), skip, scheme="kaiming")
     conv_hr = params["reconstruction"]["conv_hr"]["kernel"]
     assert conv_hr.shape == (3, 3, 8 + 3, 8)  # (kh, kw, hr_width + RGB, hr_width)
     sharp, blurry = inputs["sharp"][:, :128, :128], inputs["blurry"][:, :128, :128]

@@ -63,10 +63,10 @@ from kernelspace_jax.deblurring import dip as search
 assert jax.device_count() == 2
 model = tiny_model()
 # vmapped images here; the main process maps them (batch_mode "auto" on a CPU): same results.
-batch = search.deblur(model, blurry_images(2), KEYS, tiny_config(batch_mode="vmap"))
-alone = search.deblur(model, blurry_images(2)[1:], KEYS[1:], tiny_config(batch_mode="vmap"))
+batch = search.deblur(model, KEYS, blurry_images(2), config=tiny_config(batch_mode="vmap"))
+alone = search.deblur(model, KEYS[1:], blurry_images(2)[1:], config=tiny_config(batch_mode="vmap"))
 config = tiny_config(update_mode="alternating", remat=True, compute_dtype="bfloat16")
-alternating = search.deblur(model, blurry_images(1, seed=3), jax.random.key(1), config)
+alternating = search.deblur(model, jax.random.key(1), blurry_images(1, seed=3), config=config)
 np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asarray(batch.sharp),
          loss=batch.history["loss"], alone=np.asarray(alone.sharp), alone_loss=alone.history["loss"],
          alone_kernel=np.asarray(alone.kernel), alternating_loss=alternating.history["loss"],
@@ -93,7 +93,7 @@ def check_other_iteration_counts_reuse_the_chunk(model):
     traces = engine.trace_count(search.TRACE_NAME)
     for num_iters, num_warmup in ((5, 3), (16, 4)):
         config = tiny_config(num_iters=num_iters, num_warmup_iters=num_warmup)
-        result = search.deblur(model, blurry_images(2), KEYS, config)
+        result = search.deblur(model, KEYS, blurry_images(2), config=config)
         assert result.history["loss"].shape == (2, num_iters + num_warmup)
         assert np.isfinite(result.history["loss"]).all()
     assert engine.trace_count(search.TRACE_NAME) == traces
@@ -103,7 +103,7 @@ def check_alone_in_longer_chunks_gives_the_batch_result(result, model):
     """Image 1 alone, in 5-step chunks (a rolled lax.scan; 12 steps leave a 3-step tail that must change
     nothing), runs the search it ran second in a batch of two in 1-step chunks (the CPU default, images
     taking turns)."""
-    alone = search.deblur(model, blurry_images(2)[1:], KEYS[1:], tiny_config(chunk_size=5))
+    alone = search.deblur(model, KEYS[1:], blurry_images(2)[1:], config=tiny_config(chunk_size=5))
     np.testing.assert_allclose(alone.history["loss"][0], result.history["loss"][1], rtol=1e-5)
     np.testing.assert_allclose(alone.sharp[0], result.sharp[1], atol=1e-5)
     np.testing.assert_allclose(alone.kernel[0], result.kernel[1], atol=1e-5, rtol=1e-5)
@@ -143,7 +143,7 @@ def check_non_finite_steps_stop_only_their_image(result, model):
     assert engine.trace_count(search.TRACE_NAME) == traces
 
     # Through deblur(): a NaN pixel stops image 1 at its first step; image 0 is unaffected.
-    nan_pixel = search.deblur(model, blurry_images(2).at[1, 5, 5, 0].set(jnp.nan), KEYS, config)
+    nan_pixel = search.deblur(model, KEYS, blurry_images(2).at[1, 5, 5, 0].set(jnp.nan), config=config)
     np.testing.assert_array_equal(nan_pixel.history["failed_at"], [-1, 0])
     assert np.isnan(nan_pixel.history["loss"][1]).all()
     np.testing.assert_allclose(nan_pixel.sharp[0], result.sharp[0], atol=1e-6)
@@ -171,7 +171,7 @@ def test_search(tmp_path):
     two_devices = start_on_two_cpu_devices(SUBPROCESS, str(tmp_path / "two_devices.npz"))
     try:
         model = tiny_model()
-        result = search.deblur(model, blurry_images(2), KEYS, tiny_config())
+        result = search.deblur(model, KEYS, blurry_images(2), config=tiny_config())
         check_result(result, model)
         check_other_iteration_counts_reuse_the_chunk(model)
         check_alone_in_longer_chunks_gives_the_batch_result(result, model)
@@ -237,11 +237,11 @@ def test_objective_without_vgg_and_unknown_settings():
     with pytest.raises(ValueError, match="update must be one of"):
         search.settings_from_config(tiny_config(update_mode="both"), model, False)
     with pytest.raises(ValueError, match="both sides must be at least 32"):
-        search.deblur(model, jnp.zeros((1, 20, 64, 3)), KEYS[0], tiny_config())
+        search.deblur(model, KEYS[0], jnp.zeros((1, 20, 64, 3)), config=tiny_config())
     with pytest.raises(TypeError, match="floating point"):
-        search.deblur(model, jnp.zeros((1, 64, 64, 3), jnp.uint8), KEYS[0], tiny_config())
+        search.deblur(model, KEYS[0], jnp.zeros((1, 64, 64, 3), jnp.uint8), config=tiny_config())
     with pytest.raises(ValueError, match="one per image"):
-        search.deblur(model, jnp.zeros((2, 64, 64, 3)), KEYS.reshape(2, 1), tiny_config())
+        search.deblur(model, KEYS.reshape(2, 1), jnp.zeros((2, 64, 64, 3)), config=tiny_config())
 
 
 def test_warmup_kernel_files_and_grids(tmp_path):

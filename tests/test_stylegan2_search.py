@@ -81,7 +81,7 @@ def generator_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prior(generator_file):
-    return stylegan2_prior.load_prior(generator_file, FIT_SAMPLES)
+    return stylegan2_prior.load_prior(generator_file, num_samples=FIT_SAMPLES)
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +104,11 @@ from tests.test_stylegan2_search import FIT_SAMPLES, KEYS, blurry_images, tiny_c
 from kernelspace_jax.deblurring.stylegan2 import prior as stylegan2_prior
 from kernelspace_jax.deblurring.stylegan2.search import deblur_stylegan2
 assert jax.device_count() == 2
-prior = stylegan2_prior.load_prior(sys.argv[2], FIT_SAMPLES)
+prior = stylegan2_prior.load_prior(sys.argv[2], num_samples=FIT_SAMPLES)
 model = tiny_model()
 # vmapped images here; the main process lets them take turns (batch_mode "auto" on a CPU): same results.
-batch = deblur_stylegan2(model, prior, blurry_images(2), KEYS, tiny_config(batch_mode="vmap"))
-alone = deblur_stylegan2(model, prior, blurry_images(2)[1:], KEYS[1:], tiny_config(batch_mode="vmap"))
+batch = deblur_stylegan2(model, prior, KEYS, blurry_images(2), config=tiny_config(batch_mode="vmap"))
+alone = deblur_stylegan2(model, prior, KEYS[1:], blurry_images(2)[1:], config=tiny_config(batch_mode="vmap"))
 np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asarray(batch.sharp),
          kernel=np.asarray(batch.kernel), loss=batch.history["loss"], alone=np.asarray(alone.sharp),
          alone_loss=alone.history["loss"])
@@ -182,7 +182,7 @@ def check_other_counts_reuse_the_chunk(model, prior):
     traces = engine.trace_count(stylegan2_search.TRACE_NAME)
     for counts in ((2, 1, 3, 2), (0, 3, 2, 1)):
         config = tiny_config(**dict(zip(COUNT_FIELDS, counts, strict=True)))
-        result = stylegan2_search.deblur_stylegan2(model, prior, blurry_images(2), KEYS, config)
+        result = stylegan2_search.deblur_stylegan2(model, prior, KEYS, blurry_images(2), config=config)
         total = counts[0] + counts[1] * (counts[2] + counts[3])
         assert result.history["loss"].shape == (2, total) and np.isfinite(result.history["loss"]).all()
     assert engine.trace_count(stylegan2_search.TRACE_NAME) == traces
@@ -192,13 +192,13 @@ def check_an_image_depends_only_on_its_key(result, model, prior):
     """Image 0 with its key, second in a batch beside another image: the same result."""
     images = jnp.concatenate([blurry_images(1, seed=5), blurry_images(2)[:1]])
     keys = jnp.stack([OTHER_KEY, KEYS[0]])
-    other = stylegan2_search.deblur_stylegan2(model, prior, images, keys, tiny_config())
+    other = stylegan2_search.deblur_stylegan2(model, prior, keys, images, config=tiny_config())
     np.testing.assert_allclose(other.sharp[1], result.sharp[0], atol=1e-5)
     np.testing.assert_allclose(other.kernel[1], result.kernel[0], atol=1e-5)
     np.testing.assert_allclose(other.history["loss"][1], result.history["loss"][0], rtol=1e-5)
     # A NaN pixel stops image 1 at its first step (its warm-up kernel G(y, y) is NaN); image 0 goes on.
     nan_pixel = stylegan2_search.deblur_stylegan2(
-        model, prior, blurry_images(2).at[1, 5, 5, 0].set(jnp.nan), KEYS, tiny_config()
+        model, prior, KEYS, blurry_images(2).at[1, 5, 5, 0].set(jnp.nan), config=tiny_config()
     )
     np.testing.assert_array_equal(nan_pixel.history["failed_at"], [-1, 0])
     assert np.isnan(nan_pixel.history["loss"][1]).all() and nan_pixel.history["best_step"][1] == -1
@@ -220,7 +220,7 @@ def check_two_device_searches(got, result):
 def test_search(tmp_path, model, prior, generator_file):
     two_devices = start_on_two_cpu_devices(SUBPROCESS, str(tmp_path / "two_devices.npz"), str(generator_file))
     try:
-        result = stylegan2_search.deblur_stylegan2(model, prior, blurry_images(2), KEYS, tiny_config())
+        result = stylegan2_search.deblur_stylegan2(model, prior, KEYS, blurry_images(2), config=tiny_config())
         check_result(result, model)
         check_step_by_step(result, model, prior)
         check_other_counts_reuse_the_chunk(model, prior)
@@ -295,7 +295,7 @@ def test_gaussian_fit_and_its_cache(tmp_path, monkeypatch):
         file.write(b"\0")  # other bytes: refitted
     stylegan2_prior.cached_gaussian_fit(checkpoint, gen, params, 400)
     assert calls == [400, 400]
-    prior = stylegan2_prior.load_prior(copy_generator(tmp_path / "other"), 300)
+    prior = stylegan2_prior.load_prior(copy_generator(tmp_path / "other"), num_samples=300)
     np.testing.assert_array_equal(prior.mean, first["mean"])
     assert prior.size == SIZE and set(prior.variables) == {"params"}
 
@@ -359,7 +359,7 @@ def test_cli(tmp_path, generator_file, checkpoint, model, prior, capsys):
     assert "go together" in capsys.readouterr().err
     assert deblur.main([*args, *two, "--prior=pulse"]) == 2
     with pytest.raises(ValueError, match=r"blurry images are 64x64 but the StyleGAN2 generator makes 32x32"):
-        stylegan2_search.deblur_stylegan2(model, prior, jnp.zeros((1, 64, 64, 3)), KEYS[0], tiny_config())
+        stylegan2_search.deblur_stylegan2(model, prior, KEYS[0], jnp.zeros((1, 64, 64, 3)), config=tiny_config())
     assert engine.trace_count(stylegan2_search.TRACE_NAME) == max(
         traces, 1
     )  # one chunk (test_search's, if it ran) for all

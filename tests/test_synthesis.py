@@ -127,37 +127,37 @@ def test_image_keys():
 
 def test_interpolate():
     a, b = _images((2, 2, 3, 8)), _images((2, 2, 3, 8), seed=1) * 3
-    interpolate = jax.jit(synthesis.interpolate, static_argnums=(2, 3))
+    interpolate = jax.jit(synthesis.interpolate, static_argnums=2, static_argnames="method")
     for method in ("linear", "spherical"):
-        path = interpolate(a, b, 5, method)
+        path = interpolate(a, b, 5, method=method)
         assert path.shape == (5, 2, 2, 3, 8)
         np.testing.assert_allclose(path[0], a, atol=1e-5)
         np.testing.assert_allclose(path[-1], b, atol=1e-5)
-    norms = jnp.sqrt(jnp.sum(interpolate(a, b, 5, "spherical") ** 2, axis=(2, 3, 4)))
+    norms = jnp.sqrt(jnp.sum(interpolate(a, b, 5, method="spherical") ** 2, axis=(2, 3, 4)))
     ends = jnp.sqrt(jnp.sum(a**2, axis=(1, 2, 3))), jnp.sqrt(jnp.sum(b**2, axis=(1, 2, 3)))
     np.testing.assert_allclose(norms[2], (ends[0] + ends[1]) / 2, rtol=1e-5)  # norms interpolate linearly
-    np.testing.assert_allclose(interpolate(a, a, 5, "spherical")[1], a, atol=1e-5)
+    np.testing.assert_allclose(interpolate(a, a, 5, method="spherical")[1], a, atol=1e-5)
     with pytest.raises(ValueError, match="at least 2"):
         synthesis.interpolate(a, b, 1)
     with pytest.raises(ValueError, match="one shape"):
         synthesis.interpolate(a, b[:, :1], 3)
     with pytest.raises(ValueError, match="method"):
-        synthesis.interpolate(a, b, 3, "cubic")
+        synthesis.interpolate(a, b, 3, method="cubic")
 
 
 def test_fit_kernel():
     kernel = jnp.arange(2 * 2 * 3, dtype=jnp.float32).reshape(1, 2, 1, 6).repeat(2, axis=2)  # (1, 2, 2, 6)
     assert synthesis.fit_kernel(kernel, (2, 2)) is kernel
-    fit = jax.jit(synthesis.fit_kernel, static_argnums=(1, 2))
-    tiled = fit(kernel, (3, 5), "tile")
+    fit = jax.jit(synthesis.fit_kernel, static_argnums=1, static_argnames="method")
+    tiled = fit(kernel, (3, 5), method="tile")
     np.testing.assert_array_equal(tiled[0, 2], kernel[0, 0, 0].repeat(5).reshape(6, 5).T)
-    mean = fit(kernel, (3, 5), "mean")
+    mean = fit(kernel, (3, 5), method="mean")
     np.testing.assert_allclose(mean[0, 1, 4], kernel[0].mean(axis=(0, 1)))
-    np.testing.assert_allclose(fit(jnp.ones((1, 2, 2, 6)), (3, 5), "resize"), 1.0, rtol=1e-6)
-    resized = fit(kernel, (3, 5), "resize")
+    np.testing.assert_allclose(fit(jnp.ones((1, 2, 2, 6)), (3, 5), method="resize"), 1.0, rtol=1e-6)
+    resized = fit(kernel, (3, 5), method="resize")
     assert resized.shape == (1, 3, 5, 6) and float(resized[0, 0, 0, 0]) < float(resized[0, -1, 0, 0])
     with pytest.raises(ValueError, match="fit method"):
-        synthesis.fit_kernel(kernel, (3, 5), "nearest")
+        synthesis.fit_kernel(kernel, (3, 5), method="nearest")
 
 
 def test_bank_build_save_load_and_checks(vae, plain, tmp_path):
@@ -170,13 +170,13 @@ def test_bank_build_save_load_and_checks(vae, plain, tmp_path):
     np.testing.assert_allclose(first.mean[0], bank.mean[0], atol=1e-5)
     path = tmp_path / "bank.npz"
     synthesis.save_bank(bank, path)
-    loaded = synthesis.load_bank(path, vae)
+    loaded = synthesis.load_bank(path, model=vae)
     np.testing.assert_array_equal(loaded.mean, bank.mean)
     assert loaded.meta == bank.meta and loaded.index("2") == 2 and loaded.index("-1") == 2
     with pytest.raises(KeyError):
         loaded.index("nope")
     with pytest.raises(ValueError, match="another model"):
-        synthesis.load_bank(path, plain)
+        synthesis.load_bank(path, model=plain)
     with pytest.raises(ValueError, match="empty"):
         synthesis.build_bank(vae, [])
     bad = {"sharp": np.zeros((64, 64, 3), np.float32), "blurry": np.zeros((64, 48, 3), np.float32), "id": "x"}
@@ -210,12 +210,12 @@ def test_augmentation_in_a_jitted_training_step(vae):
     # Placed on the device as the step's outputs will be, so that the second call hits the compiled step.
     params = jax.device_put({"w": jnp.eye(3) * 0.5, "b": jnp.zeros(3)}, jax.devices()[0])
     opt_state = optimizer.init(params)
-    for augment in (synthesis.make_augmentation(vae, bank), synthesis.make_augmentation(vae, bank)):
+    for augment in (synthesis.make_augmentation(vae, bank=bank), synthesis.make_augmentation(vae, bank=bank)):
         for i in range(2):  # a second augmentation with the same structure reuses the compiled step
             params, opt_state, loss = step(params, opt_state, augment, jax.random.key(i), sharp)
             assert np.isfinite(float(loss))
     assert not np.allclose(params["w"], jnp.eye(3) * 0.5)
-    kernels, entries = synthesis.make_augmentation(vae, bank).kernels(jax.random.key(0), 4, 64, 300)
+    kernels, entries = synthesis.make_augmentation(vae, bank=bank).kernels(jax.random.key(0), 4, 64, 300)
     assert kernels.shape == (4, *vae.kernel_shape(64, 300)) and set(np.asarray(entries)) <= {0, 1}
     np.testing.assert_array_equal(entries, synthesis.bank_indices(synthesis.image_keys(jax.random.key(0), 4), 2))
 

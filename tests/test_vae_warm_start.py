@@ -18,7 +18,7 @@ from tests.test_training import tiny_config
 def trained_like(blocks: int) -> ksj.KernelSpaceModel:
     """A micro woVAE model with O(1) weights everywhere (a fresh reference init barely uses k)."""
     config = dataclasses.replace(micro(), extractor_blocks=blocks, hr_width=8)
-    return ksj.KernelSpaceModel(ksj.init_params(jax.random.key(0), config, "kaiming"), config)
+    return ksj.KernelSpaceModel(ksj.init_params(jax.random.key(0), config, scheme="kaiming"), config)
 
 
 def pair(size=128 + 64, n=3):
@@ -73,7 +73,7 @@ def test_rescale_kernel_is_exact_and_checked():
 
 def test_train_py_starts_a_vae_from_a_wovae_checkpoint(tmp_path):
     architecture = ksj.KernelSpaceConfig.from_dict(tiny_config().model)
-    source = ksj.KernelSpaceModel(ksj.init_params(jax.random.key(0), architecture, "kaiming"), architecture)
+    source = ksj.KernelSpaceModel(ksj.init_params(jax.random.key(0), architecture, scheme="kaiming"), architecture)
     ksj.save(source, tmp_path / "wovae")
     config = tiny_config(total_steps=2)
     config.model.use_vae = True

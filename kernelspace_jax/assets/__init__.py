@@ -24,7 +24,7 @@ def shipped_checkpoint_path(vae: bool = False) -> pathlib.Path:
     return path
 
 
-def load_shipped(dtype=None, *, vae: bool = False):
+def load_shipped(*, dtype=None, vae: bool = False):
     """A shipped model, a `KernelSpaceModel` trained on synthetic camera-shake pairs: woVAE, or with
     `vae=True` its VAE (whose prior `synthesis.sample` draws kernels from)."""
     from kernelspace_jax.kernel_space.checkpoints import load

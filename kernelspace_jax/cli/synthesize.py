@@ -46,6 +46,7 @@ from tqdm import tqdm
 from kernelspace_jax import synthesis, xla_options
 from kernelspace_jax.assets import shipped_checkpoint_path
 from kernelspace_jax.cli.evaluate import FolderPairs, open_source
+from kernelspace_jax.data import pairs
 from kernelspace_jax.data.paired_folders import load_rgb8
 from kernelspace_jax.data.synthetic import SPLITS, SyntheticBlurConfig, SyntheticPairs, to_uint8
 from kernelspace_jax.io.pth import CheckpointFormatError
@@ -126,7 +127,7 @@ class PairSharps:
         return records[index].id if records is not None else str(index)
 
     def read(self, index: int) -> np.ndarray:
-        return synthesis.read_pair(self.pairs, index, None)["sharp"]
+        return pairs.read_pair(self.pairs, index, None)["sharp"]
 
 
 def _check_headers(paths: Sequence[Path]) -> None:
@@ -225,7 +226,7 @@ def render(
             chunk = pending[start : start + batch_size]
             wanted = sorted({job.target for job in chunk})
             images = {
-                t: synthesis.center_crop(image, crop, f"target {targets.id(t)}")
+                t: pairs.center_crop(image, crop, f"target {targets.id(t)}")
                 for t, image in zip(wanted, pool.map(targets.read, wanted), strict=True)
             }
             groups: dict[tuple[int, ...], list[Job]] = {}
@@ -345,12 +346,12 @@ def obtain_bank(args: argparse.Namespace, get_model: ModelLoader, path: Path) ->
     if bank_file and args.source:
         raise ValueError("give either --source (pairs to extract kernels from) or --bank, not both")
     if bank_file:
-        return synthesis.load_bank(bank_file, get_model())
+        return synthesis.load_bank(bank_file, model=get_model())
     if not args.source:
         raise ValueError("kernels come from pairs: give --source or --bank")
     meta = _bank_meta(args)
     if path.exists():
-        bank = synthesis.load_bank(path, get_model())
+        bank = synthesis.load_bank(path, model=get_model())
         built = {key: bank.meta.get(key) for key in meta}
         if built != meta:
             raise ValueError(f"{path} holds a bank built with {built}, not {meta}: delete it or use another --out")
@@ -419,7 +420,7 @@ def cmd_transfer(args: argparse.Namespace, get_model: ModelLoader) -> None:
             "source_identity_psnr": round(float(bank.identity_psnr[entries[i]]), 3),
         },
     )
-    augment = synthesis.make_augmentation(get_model(), bank, fit=args.fit)
+    augment = synthesis.make_augmentation(get_model(), bank=bank, fit=args.fit)
 
     def report(job: Job) -> None:
         tqdm.write(
@@ -452,7 +453,7 @@ def cmd_transfer(args: argparse.Namespace, get_model: ModelLoader) -> None:
 def cmd_sample(args: argparse.Namespace, get_model: ModelLoader) -> None:
     out = Path(args.out)
     targets = _targets(args)
-    augment = synthesis.make_augmentation(get_model(), None, scale=args.scale)  # raises without a VAE
+    augment = synthesis.make_augmentation(get_model(), scale=args.scale)  # raises without a VAE
     count = len(targets) * args.per_image
     keys = job_keys(args.seed, count)
     jobs = _per_image_jobs(targets, args.per_image, lambda i: {"sample": i % args.per_image})
@@ -485,10 +486,10 @@ def cmd_interpolate(args: argparse.Namespace, get_model: ModelLoader) -> None:
         names = (str(bank.ids[a]), str(bank.ids[b]))
     else:
         # Prior samples on the grid of the first target; fitted to the others like bank kernels.
-        height, width = synthesis.center_crop(targets.read(0), args.crop, f"target {targets.id(0)}").shape[:2]
-        ends = synthesis.prior_kernels(get_model(), jax.random.key(args.seed), 2, height, width, args.scale)
+        height, width = pairs.center_crop(targets.read(0), args.crop, f"target {targets.id(0)}").shape[:2]
+        ends = synthesis.prior_kernels(get_model(), jax.random.key(args.seed), 2, height, width, scale=args.scale)
         names = ("prior sample 0", "prior sample 1")
-    path = np.asarray(synthesis.interpolate(ends[:1], ends[1:], args.steps, args.method))  # (steps, 1, h, w, C)
+    path = np.asarray(synthesis.interpolate(ends[:1], ends[1:], args.steps, method=args.method))  # (steps, 1, h, w, C)
     jobs = [
         Job(
             f"{t:03d}/{s:08d}",

@@ -8,7 +8,10 @@ these installed recipes, a name (`--config synthetic_tiny[:variant]`).
 
 from __future__ import annotations
 
+import importlib
 import os
+
+import ml_collections
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 HELPERS = ("common", "kernel_space")
@@ -26,6 +29,14 @@ def path(name: str) -> str:
     if base not in recipes():
         raise ValueError(f"no recipe {base!r}; installed recipes: {', '.join(recipes())}")
     return os.path.join(FOLDER, f"{base}.py") + sep + variant
+
+
+def get(name: str) -> ml_collections.ConfigDict:
+    """The ConfigDict of installed recipe `name[:variant]`, e.g. get("deblur_generic:demo")."""
+    base, _, variant = name.partition(":")
+    path(base)  # ValueError naming the recipes for an unknown one
+    module = importlib.import_module(f"{__name__}.{base}")
+    return module.get_config(variant) if variant else module.get_config()
 
 
 def resolve_argv(argv: list[str], flag: str = "config") -> list[str]:

@@ -1,6 +1,6 @@
 """Generic blind deblurring [generic_deblur.py, JointDeblur]: deep image priors searched with F frozen.
 
-    result = deblur(model, blurry, jax.random.key(0), configs.deblur_generic.get_config())
+    result = deblur(model, jax.random.key(0), blurry, config=configs.get("deblur_generic:demo"))
     result.sharp      # (B, H, W, 3) in [0, 1]: x = ImageDIP(z_x) of the last step, cropped back
     result.kernel     # (B, *model.kernel_shape(H, W)): k = KernelDIP(z_k) of the last step
     result.reblurred  # (B, H, W, 3): F(x, k)
@@ -44,10 +44,11 @@ import numpy as np
 import optax
 from flax import struct
 
-from kernelspace_jax import xla_options
+from kernelspace_jax import configs, xla_options
 from kernelspace_jax.deblurring.engine import (
     DeblurResult,
     all_finite,
+    check_key,
     chunking,
     count_trace,
     distribute,
@@ -429,10 +430,10 @@ def _search(model, blurry, kernels, keys, settings, num_warmup, num_iters, vgg_p
 
 def deblur(
     model: KernelSpaceModel,
-    blurry: jax.Array,
     key: jax.Array,
-    config: ml_collections.ConfigDict,
+    blurry: jax.Array,
     *,
+    config: ml_collections.ConfigDict | None = None,
     vgg_params: Mapping | None = None,
     warmup_kernel: jax.Array | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -444,7 +445,9 @@ def deblur(
       model: the kernel space (F is used, frozen; G only for the "identity" warm-up kernel).
       key: one key (split over the images) or one per image, (B,); an image's result depends only on
         its own key, not on the rest of the batch.
-      config: see configs/deblur_generic.py (num_iters, num_warmup_iters, objective, update, ...).
+      blurry: (B, H, W, 3) float in [0, 1], H, W >= 32.
+      config: a recipe of configs/deblur_generic.py (num_iters, num_warmup_iters, objective, update, ...);
+        default: its reference settings (`configs.get("deblur_generic")`).
       vgg_params: VGG19 parameters (`models.vgg.load_vgg19_params`) for a perceptual objective.
       warmup_kernel: (B, h, w, kernel_dim) to override config.warmup_kernel.
       mesh: a 1-D mesh whose axis shards the images (default: all devices).
@@ -453,6 +456,8 @@ def deblur(
       DeblurResult; kernel (B, *model.kernel_shape(H, W)); history["loss"] (B, warm-up + main steps),
       history["failed_at"] (B,) the step that went non-finite (-1: none), history["objective"].
     """
+    check_key(key, "deblur(model, key, blurry, ...)")
+    config = configs.get("deblur_generic") if config is None else config
     _check_blurry(blurry)
     batch, height, width = blurry.shape[:3]
     keys = image_keys(key, batch)
@@ -499,9 +504,9 @@ def _deblur_with_crop(model, blurry, keys, config, settings, vgg_params, mesh, p
     crop_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     crop_result = deblur(
         model,
-        blurry[:, top : top + crop_h, left : left + crop_w],
         crop_keys,
-        crop_config,
+        blurry[:, top : top + crop_h, left : left + crop_w],
+        config=crop_config,
         vgg_params=vgg_params,
         mesh=mesh,
         progress=progress,

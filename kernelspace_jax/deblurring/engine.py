@@ -50,8 +50,20 @@ class DeblurResult(NamedTuple):
     history: dict[str, Any]
 
 
+def check_key(key, caller: str) -> None:
+    """TypeError unless `key` is a PRNG key (typed, or a raw uint32 key): catches images passed where the
+    key goes, `caller` naming the call's argument order."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not (jnp.issubdtype(dtype, jax.dtypes.prng_key) or dtype == jnp.uint32):
+        raise TypeError(
+            f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__} of dtype {dtype} and shape "
+            f"{getattr(key, 'shape', None)}: the key comes before the images, {caller}"
+        )
+
+
 def image_keys(key: jax.Array, batch: int) -> jax.Array:
     """(B,) typed keys: `key` split B ways if it is one key, else `key` itself (checked to be (B,))."""
+    check_key(key, "(..., key, images, ...)")
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)  # a raw uint32 jax.random.PRNGKey
     if key.shape == ():

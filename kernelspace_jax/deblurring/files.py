@@ -279,9 +279,9 @@ def deblur_files(
         blurry = jnp.asarray(np.stack([_pad(pixels, size) for _, pixels in loaded]))
         keys = jnp.stack([image_key(seed, image.name) for image, _ in loaded])
         if stylegan2 is None:
-            result = deblur(model, blurry, keys, config, vgg_params=vgg_params, progress=progress)
+            result = deblur(model, keys, blurry, config=config, vgg_params=vgg_params, progress=progress)
         else:
-            result = deblur_stylegan2(model, stylegan2, blurry, keys, config, progress=progress)
+            result = deblur_stylegan2(model, stylegan2, keys, blurry, config=config, progress=progress)
         sharp, reblurred = np.asarray(result.sharp), np.asarray(result.reblurred)
         seconds = (time.perf_counter() - start) / len(loaded)
         for i, (image, pixels) in enumerate(loaded):
@@ -515,7 +515,7 @@ def run(
     if stylegan2:
         from kernelspace_jax.deblurring.stylegan2.prior import load_prior
 
-        prior_model = load_prior(stylegan2, config.gaussian_fit_samples, echo=echo)
+        prior_model = load_prior(stylegan2, num_samples=config.gaussian_fit_samples, echo=echo)
     with output_lock(Path(output)):
         records = deblur_files(
             model,

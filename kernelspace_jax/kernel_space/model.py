@@ -161,7 +161,7 @@ def _init_rule(abstract: Params, scheme: str):
     return rule
 
 
-def init_params(key: jax.Array, config: KernelSpaceConfig, scheme: str = "reference") -> Params:
+def init_params(key: jax.Array, config: KernelSpaceConfig, *, scheme: str = "reference") -> Params:
     """Fresh float32 parameters for `config`.
 
     "reference": as the reference initialises `KernelWizard`: PyTorch defaults (weights and biases
@@ -214,7 +214,7 @@ class KernelSpaceModel(struct.PyTreeNode):
         return sum(x.size for x in jax.tree.leaves(self.params))
 
 
-def init(key: jax.Array, config: KernelSpaceConfig | Any, dtype=jnp.float32) -> KernelSpaceModel:
+def init(key: jax.Array, config: KernelSpaceConfig | Any, *, dtype=jnp.float32) -> KernelSpaceModel:
     """A freshly initialised model; `config` may be a KernelSpaceConfig or a dict / ConfigDict."""
     if not isinstance(config, KernelSpaceConfig):
         config = KernelSpaceConfig.from_dict(config)

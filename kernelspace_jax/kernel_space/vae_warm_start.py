@@ -70,7 +70,7 @@ def widen_to_vae(
         mean, _ = model.extract(*calibration)
         model = rescale_kernel(model, float(np.sqrt(np.mean(np.square(mean)))))
     config = dataclasses.replace(model.config, use_vae=True)
-    fresh = init_params(key, config, scheme)
+    fresh = init_params(key, config, scheme=scheme)
 
     def widen(old, new):
         old, new = np.asarray(old), np.array(new)

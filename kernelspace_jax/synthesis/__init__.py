@@ -25,7 +25,6 @@ target's blur best (37.8 dB, against 36.6 for the spatial mean and 35.3 for tili
 `python benchmarks/synthesis.py --fit-check`).
 """
 
-from kernelspace_jax.data.pairs import center_crop, pair_batches, read_pair
 from kernelspace_jax.synthesis.augmentation import Augmentation, make_augmentation
 from kernelspace_jax.synthesis.bank import (
     KernelBank,
@@ -58,7 +57,6 @@ __all__ = [
     "apply_kernel",
     "bank_indices",
     "build_bank",
-    "center_crop",
     "check_bank",
     "fit_kernel",
     "image_keys",
@@ -66,9 +64,7 @@ __all__ = [
     "load_bank",
     "make_augmentation",
     "model_fingerprint",
-    "pair_batches",
     "prior_kernels",
-    "read_pair",
     "sample",
     "save_bank",
     "transfer",

@@ -1,4 +1,4 @@
-"""Random blur as data augmentation: `make_augmentation(model, bank)(key, sharp) -> blurry`, a pytree for
+"""Random blur as data augmentation: `make_augmentation(model, bank=bank)(key, sharp) -> blurry`, a pytree for
 jitted training steps."""
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ class Augmentation(struct.PyTreeNode):
         """(kernels (B, *model.kernel_shape(H, W)), bank entries (B,) int32, -1 for prior samples)."""
         keys = image_keys(key, batch)
         if self.mean is None:
-            return prior_kernels(self.model, keys, batch, height, width, self.scale), jnp.full(batch, -1, jnp.int32)
+            return prior_kernels(self.model, keys, batch, height, width, scale=self.scale), jnp.full(
+                batch, -1, jnp.int32
+            )
         index = bank_indices(keys, self.mean.shape[0])
         # The second half of each image's key: bank_indices used the first for the entry.
         eps = _normal(jax.vmap(lambda k: jax.random.split(k)[1])(keys), self.mean.shape[1:])
         kernel = self.mean[index] + self.sigma[index] * eps
-        return fit_kernel(kernel, self.model.kernel_shape(height, width)[:2], self.fit), index
+        return fit_kernel(kernel, self.model.kernel_shape(height, width)[:2], method=self.fit), index
 
     def __call__(self, key: jax.Array, sharp: jax.Array) -> jax.Array:
         """sharp (B, H, W, 3) in [0, 1] -> blurry (B, H, W, 3) in [0, 1]."""
@@ -56,7 +58,7 @@ class Augmentation(struct.PyTreeNode):
 
 
 def make_augmentation(
-    model: KernelSpaceModel, bank: KernelBank | None = None, scale: float = DEFAULT_SCALE, fit: str = "resize"
+    model: KernelSpaceModel, *, bank: KernelBank | None = None, scale: float = DEFAULT_SCALE, fit: str = "resize"
 ) -> Augmentation:
     """An `Augmentation` drawing kernels from `bank` (built by this model) or, with none, from the prior.
 
@@ -68,5 +70,5 @@ def make_augmentation(
     if bank is None:
         _require_vae(model, "sampling kernels from the prior (no kernel bank given)")
         return Augmentation(model, scale=scale, fit=fit)
-    check_bank(bank, model)
+    check_bank(model, bank)
     return Augmentation(model, jnp.asarray(bank.mean), jnp.asarray(bank.sigma), scale=scale, fit=fit)

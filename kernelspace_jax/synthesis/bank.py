@@ -177,7 +177,7 @@ def save_bank(bank: KernelBank, path: str | os.PathLike) -> None:
         raise
 
 
-def load_bank(path: str | os.PathLike, model: KernelSpaceModel | None = None) -> KernelBank:
+def load_bank(path: str | os.PathLike, *, model: KernelSpaceModel | None = None) -> KernelBank:
     """Reads a bank written by `save_bank`; with `model`, checks that this model extracted it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -197,11 +197,11 @@ def load_bank(path: str | os.PathLike, model: KernelSpaceModel | None = None) ->
         meta=header["meta"],
     )
     if model is not None:
-        check_bank(bank, model)
+        check_bank(model, bank)
     return bank
 
 
-def check_bank(bank: KernelBank, model: KernelSpaceModel) -> None:
+def check_bank(model: KernelSpaceModel, bank: KernelBank) -> None:
     """Raises ValueError unless `model` is the one whose G filled the bank."""
     if bank.mean.shape[-1] != model.config.kernel_dim:
         raise ValueError(

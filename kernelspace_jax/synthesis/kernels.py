@@ -48,7 +48,7 @@ def _normal(keys: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
 
 
-def fit_kernel(kernel: jax.Array, grid: tuple[int, int], method: str = "resize") -> jax.Array:
+def fit_kernel(kernel: jax.Array, grid: tuple[int, int], *, method: str = "resize") -> jax.Array:
     """Kernels (B, h, w, C) -> (B, *grid, C) for an image of another size.
 
     method: 'resize' (bilinear, antialiased when shrinking: the default, see the module doc),
@@ -90,14 +90,14 @@ def _require_vae(model: KernelSpaceModel, what: str) -> None:
 
 
 @xla_options.jit(static_argnames="fit")
-def apply_kernel(model: KernelSpaceModel, sharp: jax.Array, kernel: jax.Array, fit: str = "resize") -> jax.Array:
+def apply_kernel(model: KernelSpaceModel, sharp: jax.Array, kernel: jax.Array, *, fit: str = "resize") -> jax.Array:
     """F(sharp, kernel fitted to sharp's grid), clipped: (B, H, W, 3) in [0, 1]. Jitted.
 
     kernel: (B, h, w, kernel_dim) of any grid (see `fit_kernel`).
     """
     _check_sharp("sharp", sharp)
     grid = model.kernel_shape(*sharp.shape[1:3])[:2]
-    return jnp.clip(model.blur(sharp, fit_kernel(kernel, grid, fit)), 0.0, 1.0)
+    return jnp.clip(model.blur(sharp, fit_kernel(kernel, grid, method=fit)), 0.0, 1.0)
 
 
 def transfer(
@@ -106,6 +106,7 @@ def transfer(
     source_sharp: jax.Array,
     source_blurry: jax.Array,
     target_sharp: jax.Array,
+    *,
     fit: str = "resize",
 ) -> tuple[jax.Array, jax.Array]:
     """The blur of each source pair applied to the target image of the same batch index.
@@ -126,11 +127,11 @@ def transfer(
         )
     mean, sigma = model.extract(source_sharp, source_blurry)
     kernel = mean + sigma * _normal(image_keys(key, mean.shape[0]), mean.shape[1:])
-    return apply_kernel(model, target_sharp, kernel, fit), kernel
+    return apply_kernel(model, target_sharp, kernel, fit=fit), kernel
 
 
 def prior_kernels(
-    model: KernelSpaceModel, key: jax.Array, batch: int, height: int, width: int, scale: float = DEFAULT_SCALE
+    model: KernelSpaceModel, key: jax.Array, batch: int, height: int, width: int, *, scale: float = DEFAULT_SCALE
 ) -> jax.Array:
     """Kernels ~ N(0, scale^2) for `batch` images of height x width: (B, *model.kernel_shape(H, W)).
 
@@ -141,7 +142,7 @@ def prior_kernels(
 
 
 def sample(
-    model: KernelSpaceModel, key: jax.Array, sharp: jax.Array, scale: float = DEFAULT_SCALE
+    model: KernelSpaceModel, key: jax.Array, sharp: jax.Array, *, scale: float = DEFAULT_SCALE
 ) -> tuple[jax.Array, jax.Array]:
     """New blur for each image from the VAE prior: (F(sharp, k) clipped to [0, 1], k).
 
@@ -153,7 +154,7 @@ def sample(
     return apply_kernel(model, sharp, kernel), kernel
 
 
-def interpolate(kernel_a: jax.Array, kernel_b: jax.Array, num: int, method: str = "linear") -> jax.Array:
+def interpolate(kernel_a: jax.Array, kernel_b: jax.Array, num: int, *, method: str = "linear") -> jax.Array:
     """`num` kernels from kernel_a to kernel_b (both included): (num, *kernel_a.shape).
 
     method: 'linear' ((1 - t) a + t b), or 'spherical' (slerp of each kernel as one vector: the

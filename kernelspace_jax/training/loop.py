@@ -76,7 +76,7 @@ def _initial_params(config, model_config, calibration_batch):
                 f"init_from={config.init_from} holds {pretrained.config}, but the config asks for {model_config}"
             )
         return pretrained.params
-    return init_params(jax.random.key(config.seed), model_config, config.get("init_scheme", "reference"))
+    return init_params(jax.random.key(config.seed), model_config, scheme=config.get("init_scheme", "reference"))
 
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:

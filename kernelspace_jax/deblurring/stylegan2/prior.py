@@ -126,7 +126,7 @@ def cached_gaussian_fit(
 
 
 def load_prior(
-    checkpoint: str | os.PathLike, num_samples: int = 1_000_000, echo: Callable[[str], None] = log.info
+    checkpoint: str | os.PathLike, *, num_samples: int = 1_000_000, echo: Callable[[str], None] = log.info
 ) -> StyleGAN2Prior:
     """A rosinality StyleGAN2 checkpoint (`load_stylegan2`; its errors are ValueErrors) with its cached fit."""
     loaded = load_stylegan2(checkpoint)

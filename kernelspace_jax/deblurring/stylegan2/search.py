@@ -1,7 +1,7 @@
 """Domain-specific blind deblurring [domain_specific_deblur.py, DSD / DSDStyleGAN2]: a StyleGAN2 prior on x.
 
     prior = stylegan2_prior.load_prior("stylegan2-ffhq-256.pt")   # generator + Gaussian fit of its W space
-    result = deblur_stylegan2(model, prior, blurry, jax.random.key(0), configs.deblur_stylegan2.get_config())
+    result = deblur_stylegan2(model, prior, jax.random.key(0), blurry, config=configs.get("deblur_stylegan2"))
     result.sharp      # (B, S, S, 3) in [0, 1]: the x of the lowest-loss step, S = the generator's size
     result.kernel     # (B, *model.kernel_shape(S, S)): the k of that step
     result.reblurred  # (B, S, S, 3): F(x, k), not clamped
@@ -41,10 +41,11 @@ import numpy as np
 import optax
 from flax import struct
 
-from kernelspace_jax import xla_options
+from kernelspace_jax import configs, xla_options
 from kernelspace_jax.deblurring.engine import (
     DeblurResult,
     all_finite,
+    check_key,
     chunking,
     count_trace,
     distribute,
@@ -340,10 +341,10 @@ def check_images(blurry, prior: StyleGAN2Prior) -> None:
 def deblur_stylegan2(
     model: KernelSpaceModel,
     prior: StyleGAN2Prior,
-    blurry: jax.Array,
     key: jax.Array,
-    config: ml_collections.ConfigDict,
+    blurry: jax.Array,
     *,
+    config: ml_collections.ConfigDict | None = None,
     warmup_kernel: jax.Array | None = None,
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = False,
@@ -354,7 +355,7 @@ def deblur_stylegan2(
       model: the kernel space (F is used, frozen; G only for the "identity" warm-up kernel).
       prior: `stylegan2_prior.load_prior(...)`.
       key: one key (split over the images) or one per image, (B,); an image's result depends only on it.
-      config: see configs/deblur_stylegan2.py.
+      config: a recipe of configs/deblur_stylegan2.py; default its reference settings.
       warmup_kernel: (B, *model.kernel_shape(S, S)) to override config.warmup_kernel.
       mesh: a 1-D mesh whose axis shards the images (default: all devices).
     Returns:
@@ -362,6 +363,8 @@ def deblur_stylegan2(
       x; history["loss"] (B, num_warmup_iters + num_epochs * (num_x_iters + num_k_iters)) (NaN from a
       non-finite step on), "best_loss", "best_step" (-1: no main-phase step), "failed_at" (-1: none).
     """
+    check_key(key, "deblur_stylegan2(model, prior, key, blurry, ...)")
+    config = configs.get("deblur_stylegan2") if config is None else config
     check_images(blurry, prior)
     batch, size = blurry.shape[0], blurry.shape[1]
     keys = image_keys(key, batch)
