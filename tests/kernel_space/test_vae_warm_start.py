@@ -12,7 +12,7 @@ from kernelspace_jax.kernel_space.checkpoints import CheckpointMismatchError
 from kernelspace_jax.kernel_space.config import micro
 from kernelspace_jax.kernel_space.vae_warm_start import rescale_kernel, widen_to_vae
 from kernelspace_jax.training.loop import train_and_evaluate
-from tests.test_training import tiny_config
+from tests.training.test_training import tiny_config
 
 
 def trained_like(blocks: int) -> ksj.KernelSpaceModel:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import start_on_two_cpu_devices
+from conftest import ROOT, start_on_two_cpu_devices
 from PIL import Image
 
 import kernelspace_jax as ksj
@@ -30,10 +30,9 @@ from kernelspace_jax.deblurring.stylegan2.ops import on_sphere, sphere_radii, to
 from kernelspace_jax.deblurring.warmup import warmup_kernels
 from kernelspace_jax.io.images import png_text, read_image
 from kernelspace_jax.models.stylegan2 import Generator
-from tests.test_search import tiny_model
+from tests.deblurring.test_dip_search import tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "golden_stylegan2"
 KERNEL_WIZARD_PTH = ROOT / "tests" / "data" / "golden" / "kw_micro_wovae_init.pth"
 SIZE = 32  # the micro generator's
@@ -100,7 +99,7 @@ SUBPROCESS = """
 import sys
 import jax, numpy as np
 jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
-from tests.test_stylegan2_search import FIT_SAMPLES, KEYS, blurry_images, tiny_config, tiny_model
+from tests.deblurring.stylegan2.test_stylegan2_search import FIT_SAMPLES, KEYS, blurry_images, tiny_config, tiny_model
 from kernelspace_jax.deblurring.stylegan2 import prior as stylegan2_prior
 from kernelspace_jax.deblurring.stylegan2.search import deblur_stylegan2
 assert jax.device_count() == 2

@@ -1,12 +1,12 @@
 """ImageDIP / KernelDIP against the reference (golden/dips_micro_io.npz), and the state_dict conversion."""
 
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import GOLDEN
 
 from kernelspace_jax.deblurring.dip_checkpoints import image_dip_params, kernel_dip_params
 from kernelspace_jax.io.pth import read_pth
@@ -24,8 +24,6 @@ from kernelspace_jax.models.dips import (
 )
 
 jax.config.update("jax_default_matmul_precision", "highest")
-
-GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"
 
 
 def _nhwc(array):

@@ -3,7 +3,6 @@ bad inputs. Every search here runs batches of two images padded to 128x128 with 
 test_search.py, so the whole file compiles one search chunk."""
 
 import json
-import pathlib
 import sys
 
 import dm_pix as pix
@@ -18,11 +17,10 @@ from kernelspace_jax.data import synthetic
 from kernelspace_jax.deblurring import dip as search
 from kernelspace_jax.deblurring import engine, files
 from kernelspace_jax.io.images import png_text, read_image
-from tests.test_search import tiny_model
+from tests.deblurring.test_dip_search import tiny_model
 
 # ml_collections loads config files with importlib's deprecated load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
     "--config=deblur_generic:local",  # an installed recipe, by name
     "--config.image_dip.channels_down=(4,)",

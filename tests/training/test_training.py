@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from kernelspace_jax.kernel_space.model import init_params
 from kernelspace_jax.training import step as training
 from kernelspace_jax.training.loop import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # no conftest import: subprocesses import this module
 
 
 def tiny_config(total_steps=6):
@@ -110,7 +111,7 @@ def test_kill_minus_9_then_resume(uninterrupted, tmp_path):
 
 def _start_slow_run(workdir, until_checkpoint, worker_count=0, **popen_kwargs) -> subprocess.Popen:
     """`_run_slowly` in a subprocess, returned once it has written the checkpoint of `until_checkpoint`."""
-    code = f"import sys; from tests.test_training import _run_slowly; _run_slowly(sys.argv[1], {worker_count})"
+    code = f"import sys; from tests.training.test_training import _run_slowly; _run_slowly(sys.argv[1], {worker_count})"
     process = subprocess.Popen([sys.executable, "-c", code, str(workdir)], cwd=ROOT, **popen_kwargs)
     checkpoint = workdir / "checkpoints" / str(until_checkpoint)
     deadline = time.time() + 240
@@ -159,7 +160,7 @@ def test_several_devices_give_the_same_losses(uninterrupted, tmp_path):
     env = with_two_cpu_devices(dict(os.environ))
     code = (
         "import sys, jax; assert jax.device_count() == 2; "
-        "from tests.test_training import tiny_config; "
+        "from tests.training.test_training import tiny_config; "
         "from kernelspace_jax.training.loop import train_and_evaluate; "
         "train_and_evaluate(tiny_config(), sys.argv[1])"
     )

@@ -5,12 +5,12 @@ Tolerances follow that README.
 """
 
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import DATA
 
 from kernelspace_jax.deblurring.stylegan2.checkpoints import load_stylegan2
 from kernelspace_jax.deblurring.stylegan2.ops import (
@@ -27,7 +27,6 @@ from kernelspace_jax.models.stylegan2 import Generator, init_generator, make_noi
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-DATA = pathlib.Path(__file__).parent / "data"
 GOLDEN = DATA / "golden_stylegan2"
 KERNEL_WIZARD_PTH = DATA / "golden" / "kw_micro_wovae_init.pth"
 IMAGE_TOL = 1e-4

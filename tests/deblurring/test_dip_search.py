@@ -58,7 +58,7 @@ SUBPROCESS = """
 import sys
 import jax, numpy as np
 jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
-from tests.test_search import KEYS, blurry_images, tiny_config, tiny_model
+from tests.deblurring.test_dip_search import KEYS, blurry_images, tiny_config, tiny_model
 from kernelspace_jax.deblurring import dip as search
 assert jax.device_count() == 2
 model = tiny_model()

@@ -1,11 +1,10 @@
 """Deblurring losses against the reference (golden/losses_io.npz); VGG19 perceptual loss on random weights."""
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import GOLDEN
 
 from kernelspace_jax.deblurring.losses import (
     hyper_laplacian_penalty,
@@ -26,8 +25,6 @@ from kernelspace_jax.models.vgg import (
 from kernelspace_jax.training.losses import charbonnier_sum
 
 jax.config.update("jax_default_matmul_precision", "highest")
-
-GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"
 
 
 @pytest.fixture(scope="module")
