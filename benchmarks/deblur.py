@@ -39,8 +39,8 @@ from kernelspace_jax.models.vgg import VGG19Features
 
 REFERENCE_STEPS = 300 + 5000
 # The reference's main-phase step (JointDeblur.deblur, first half: VGG + SSIM objective), PyTorch 2.13 on a
-# 2-core Intel Xeon (AVX-512), 256x256, random weights, median of 10 steps (benchmarks/reference_step.py; on a
-# 2-core AMD EPYC it took 4.80 s): pass your machine's figure with --reference-step-s.
+# 2-core Intel Xeon (AVX-512), 256x256, random weights, median of 10 steps (benchmarks/reference_step.py;
+# other machines in benchmarks/README.md): pass your machine's figure with --reference-step-s.
 REFERENCE_CPU_STEP_S = 1.82
 
 

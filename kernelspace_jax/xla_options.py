@@ -1,8 +1,8 @@
 """Compiler options that make this network fast on the XLA backend in use.
 
 XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK, whose kernels for these shapes (weight gradients
-with 128-256 px windows above all) run 2-10x slower than Eigen's: a full training step at 256x256,
-batch 8, takes 38 s with them and 11 s without (benchmarks/README.md). `jit` compiles with
+with 128-256 px windows above all) run several times slower than Eigen's, and so does the whole
+training step (figures in docs/benchmarks.md). `jit` compiles with
 `{"xla_cpu_experimental_ynn_fusion_type": ""}` on a CPU backend whose XLA knows the option, and with
 nothing elsewhere. Users who jit F and G in their own code get the same with
 

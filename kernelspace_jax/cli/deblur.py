@@ -23,6 +23,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from kernelspace_jax import configs
+from kernelspace_jax.cli import common
+
+PROG = "kernelspace-deblur"
 
 DEFAULT_CONFIGS = {"generic": "deblur_generic.py", "stylegan2": "deblur_stylegan2.py"}
 
@@ -83,7 +86,8 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     )
     flags.DEFINE_bool("overwrite", False, "Deblur images again even if their outputs exist.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show progress bars.", flag_values=fv)
-    fv(argv)
+    common.parse(fv, argv[1:], prog=PROG, doc=__doc__)
+    common.check_config(fv)
     return fv
 
 
@@ -91,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = configs.resolve_argv([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
     try:
         fv = _flags(argv)
-    except (flags.Error, AttributeError, TypeError, ValueError) as error:
-        print(f"error: {error}\n(--help lists the flags)", file=sys.stderr)
-        return 2
+    except common.HelpShown:
+        return 0
+    except (common.UsageError, flags.Error, AttributeError, TypeError, ValueError, OSError) as error:
+        return common.usage_error(PROG, error)
     from kernelspace_jax.deblurring import files
 
     try:

@@ -13,6 +13,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from kernelspace_jax import configs
+from kernelspace_jax.cli import common
+
+PROG = "kernelspace-train"
 
 
 def _flags(argv: list[str]) -> flags.FlagValues:
@@ -25,11 +28,10 @@ def _flags(argv: list[str]) -> flags.FlagValues:
         sys_argv=argv,
     )
     flags.DEFINE_string("workdir", None, "Folder for checkpoints and logs (created; reused to resume).", flag_values=fv)
-    rest = fv(argv)
-    if len(rest) > 1:
-        raise flags.Error(f"unexpected arguments: {rest[1:]}")
+    common.parse(fv, argv[1:], prog=PROG, doc=__doc__)
+    common.check_config(fv)
     if fv.config is None or fv.workdir is None:
-        raise flags.Error("--config and --workdir are required")
+        raise common.UsageError("--config and --workdir are required")
     return fv
 
 
@@ -38,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = configs.resolve_argv([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
     try:
         fv = _flags(argv)
-    except (flags.Error, AttributeError, TypeError, ValueError) as error:
-        print(f"error: {error}\n(kernelspace-train --help lists the flags)", file=sys.stderr)
-        return 2
+    except common.HelpShown:
+        return 0
+    except (common.UsageError, flags.Error, AttributeError, TypeError, ValueError, OSError) as error:
+        return common.usage_error(PROG, error)
     from kernelspace_jax.training.loop import train_and_evaluate
 
     logging.getLogger("kernelspace_jax").setLevel(logging.INFO)

@@ -16,11 +16,8 @@ REFERENCE = {
     "phase2": {"perceptual": 1.0, "kernel_norm": 5e-4, "laplacian": 5e-2},
 }
 # Without VGG weights the perceptual term becomes a Charbonnier (L1-like) term on F(x, k) - y, 1 - SSIM
-# stays in both phases, and the hyper-Laplacian prior on x keeps the reference's weights. Chosen on 8
-# validation images (data.synthetic 'val' split, 128 px, demo priors, the shipped model, zero warm-up
-# kernel; blurry inputs 24.94 dB, SSIM 0.649): the reference's prior weights 25.28 dB / 0.687, 5 times
-# them 25.03 / 0.668. (With the earlier shipped model, whose F ignored k, x5 had been best: 25.19 vs
-# 24.93.)
+# stays in both phases, and the hyper-Laplacian prior on x keeps the reference's weights (chosen over 5
+# times them on 8 synthetic validation images with the shipped model: docs/deblurring.md, "Objectives").
 FALLBACK = {
     "phase1": {"ssim": 1.0, "pixel": 1.0, "kernel_norm": 5e-5, "laplacian": 2e-2},
     "phase2": {"ssim": 1.0, "pixel": 1.0, "kernel_norm": 5e-4, "laplacian": 5e-2},
@@ -43,9 +40,8 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     config.objective = "auto"  # "auto": "reference" with --vgg-weights, else "fallback"
     config.objectives = ml_collections.ConfigDict({"reference": REFERENCE, "fallback": FALLBACK})
     # "zero", "identity" (G(y, y)), or a .npy/.npz/.pth file (the reference's kernel.pth for its GoPro
-    # model). On the 8 validation images above (x5 prior): zero 25.03 dB, the mean of G over 256 training
-    # pairs 25.01, identity 24.82 (blurry 24.94): with a model that uses k, G(y, y) is the "no blur"
-    # kernel, and the search starting there stays near x = y.
+    # model). zero started best on the 8 validation images (docs/deblurring.md, "Warm-up kernel"): with a
+    # model that uses k, G(y, y) is the "no blur" kernel, and the search starting there stays near x = y.
     config.warmup_kernel = "zero"
     config.image_dip = ml_collections.ConfigDict(
         dict(

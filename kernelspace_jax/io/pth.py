@@ -60,7 +60,20 @@ class _StorageType:
 
 
 def _strided_copy(storage: np.ndarray, offset, size, stride) -> np.ndarray:
+    """The tensor (size, stride, offset) of `storage`, copied; checked before anything is allocated:
+    integer fields, no dimension of more than one element with a stride below 1 (the tensors of a
+    checkpoint are dense views: a zero stride would let a few bytes claim gigabytes), and every element
+    inside the storage."""
     size, stride = tuple(size), tuple(stride)
+    fields = (offset, *size, *stride)
+    if len(size) != len(stride) or not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
+        raise CheckpointFormatError(f"tensor with malformed size {size!r:.80} / stride {stride!r:.80}")
+    if any(n < 0 for n in size) or any(s < 1 for n, s in zip(size, stride, strict=True) if n > 1):
+        raise CheckpointFormatError(f"tensor of size {size} with strides {stride} is not a dense view of its storage")
+    if int(np.prod(size, dtype=object)) > storage.size - offset:
+        raise CheckpointFormatError(
+            f"tensor of size {size} at offset {offset} has more elements than its storage of {storage.size}"
+        )
     last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) if all(size) else offset - 1
     if offset < 0 or last >= storage.size:
         raise CheckpointFormatError(

@@ -135,8 +135,8 @@ def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     """Train-mode batch norm of x (B, H, W, C) with per-channel scale, bias (C,): the batch's mean and
     biased variance (two-pass, like torch; E[x^2] - E[x]^2 loses the low-variance inputs of the
     non-local blocks to round-off). Its backward pass is written out: 3 passes over x instead of the
-    ~10 that differentiating the forward gives (ImageDIP's step 9% faster on a 2-core CPU). Reverse
-    mode only, like the convolutions of `models.layers`."""
+    ~10 that differentiating the forward gives. Reverse mode only, like the convolutions of
+    `models.layers`."""
     return _batch_norm_fwd(x, scale, bias)[0]
 
 

@@ -9,9 +9,9 @@ numbers up to float32 round-off:
 
 * stride 1: XLA's convolution forward; backward, the input and weight gradients written out as
   convolutions in XLA:CPU's canonical layout (`_input_grad`, `_weight_grad`): inside a loop body
-  (lax.scan, lax.map) XLA does not canonicalise the forms `jax.vjp` gives and runs them 50-300x slower;
-  the weight gradient also stacks row blocks of the images into the batch, which Eigen runs 1.2-3x
-  faster for batches of 2 or 4;
+  (lax.scan, lax.map) XLA does not canonicalise the forms `jax.vjp` gives and runs them in its far
+  slower generic loop; the weight gradient also stacks row blocks of the images into the batch, which
+  Eigen runs faster than a batch of 2 or 4 images;
 * stride s > 1: XLA's strided convolution forward; backward, that of the same convolution written as
   a sum of s*s stride-1 convolutions, one per phase of the stride (`_conv_phases`);
 * few output pixels (the 2x2 to 8x8 maps at the bottom of the U-Nets): one matmul of image patches,
@@ -19,13 +19,13 @@ numbers up to float32 round-off:
   few-row matmuls against a transposed weight several times slower);
 * a transposed convolution: for small inputs one matmul and an overlap-add, otherwise the transpose of
   `_conv_phases` (the sub-pixel formulation);
-* bias gradients are matrix-vector products, not column reductions (3-10x faster on XLA:CPU);
+* bias gradients are matrix-vector products, not column reductions (several times faster on XLA:CPU);
 * 2x2 max pools (`max_pool_2x2`) have an elementwise gradient: XLA:CPU lowers select-and-scatter to a
   scatter with index buffers of the input's size.
 
 On CPU, also compile with `compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}` (jaxlib
-0.10): XLA:CPU otherwise hands convolutions to YNNPACK, whose kernels for these shapes are 2-10x slower
-than Eigen's (see benchmarks/README.md).
+0.10): XLA:CPU otherwise hands convolutions to YNNPACK, whose kernels for these shapes are several times
+slower than Eigen's (see benchmarks/README.md; the figures of this docstring are in docs/benchmarks.md).
 
 The convolutions, bias additions and max pools define their backward pass (`jax.custom_vjp`), so
 forward-mode differentiation (`jax.jvp`, `jax.jacfwd`) does not go through them; reverse mode (of any
@@ -51,7 +51,7 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # Convolutions with at most this many output pixels per image run as one matmul of image patches.
 PATCH_MATMUL_MAX_PIXELS = 64
 # Patch matmuls with at most this many rows (batch x output pixels) take their input gradient as one
-# matrix-vector product per row: XLA:CPU runs (4 x 512) @ (512 x 4608) 6x slower than 4 matvecs.
+# matrix-vector product per row: XLA:CPU runs (4 x 512) @ (512 x 4608) several times slower than 4 matvecs.
 FEW_ROWS_MAX = 4
 # Transposed convolutions of inputs with at most this many pixels run as a matmul and an overlap-add.
 TRANSPOSE_MATMUL_MAX_PIXELS = 1024
@@ -184,7 +184,7 @@ def _weight_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], pad
     A convolution whose batch is x's channels and whose input features are the images, written out in
     XLA:CPU's canonical form (NHWC, HWIO): XLA rewrites the form `jax.vjp` gives into this one at the
     top level of a program, but not inside a loop body (lax.scan, lax.map), where Eigen cannot run it
-    and the generic loop takes 50-300x longer. Eigen is also 2-3x slower with 2 or 4 images than with 8,
+    and the generic loop takes far longer. Eigen is also slower with 2 or 4 images than with 8,
     so each image is first cut into row blocks (with the kh - 1 rows of overlap they read), the blocks
     stacked into the batch. Same sums, in another order.
     """

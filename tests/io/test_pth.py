@@ -1,8 +1,12 @@
 """The .pth reader: torch's two formats without torch, and refusal of anything that is not data."""
 
+import collections
+import io
 import os
 import pickle
+import types
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -95,6 +99,68 @@ def test_garbage_is_a_format_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(CheckpointFormatError):
         read_pth(path)
+
+
+def _rebuild_tensor_v2(*args):  # only its name is pickled: torch._utils._rebuild_tensor_v2
+    raise AssertionError
+
+
+class _FloatStorage:  # only its name is pickled: torch.FloatStorage
+    pass
+
+
+_rebuild_tensor_v2.__module__ = "torch._utils"
+_FloatStorage.__module__, _FloatStorage.__qualname__ = "torch", "FloatStorage"
+
+
+class _PersistentStorage:
+    pass
+
+
+class _Tensor:
+    """Pickles as torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...), as torch.save does."""
+
+    def __init__(self, offset, size, stride):
+        self.args = (offset, size, stride)
+
+    def __reduce__(self):
+        return (_rebuild_tensor_v2, (_PersistentStorage(), *self.args, False, collections.OrderedDict()))
+
+
+class _TorchLikePickler(pickle._Pickler):
+    """Writes globals by name without importing them (torch is not installed) and storages as
+    persistent ids, as torch.save does."""
+
+    def save_global(self, obj, name=None):
+        self.write(pickle.GLOBAL + f"{obj.__module__}\n{name or obj.__qualname__}\n".encode())
+
+    dispatch: ClassVar[dict] = {**pickle._Pickler.dispatch, types.FunctionType: save_global, type: save_global}
+
+    def persistent_id(self, obj):
+        return ("storage", _FloatStorage, "0", "cpu", 4) if isinstance(obj, _PersistentStorage) else None
+
+
+def _crafted_zip(path, offset, size, stride):
+    """A zip-format .pth: one tensor (offset, size, stride) over a 4-element float storage."""
+    buffer = io.BytesIO()
+    _TorchLikePickler(buffer, protocol=2).dump({"weight": _Tensor(offset, size, stride)})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("crafted/data.pkl", buffer.getvalue())
+        archive.writestr("crafted/data/0", np.arange(4, dtype="<f4").tobytes())
+        archive.writestr("crafted/version", "3\n")
+    return path
+
+
+def test_crafted_tensor_views_are_checked_before_allocating(tmp_path):
+    good = read_pth(_crafted_zip(tmp_path / "good.pth", 0, (2, 2), (2, 1)))["weight"]
+    np.testing.assert_array_equal(good, [[0, 1], [2, 3]])
+    # A zero stride under a huge shape: 4 bytes claiming 2**34 floats (64 GiB) are refused at once.
+    with pytest.raises(CheckpointFormatError, match="not a dense view"):
+        read_pth(_crafted_zip(tmp_path / "zero_stride.pth", 0, (2**17, 2**17), (0, 0)))
+    with pytest.raises(CheckpointFormatError, match="more elements than its storage"):
+        read_pth(_crafted_zip(tmp_path / "too_big.pth", 1, (2, 2), (2, 1)))
+    with pytest.raises(CheckpointFormatError, match="malformed"):
+        read_pth(_crafted_zip(tmp_path / "floats.pth", 0, (2.0, 2), (2, 1)))
 
 
 def test_zip_without_data_pkl(tmp_path):

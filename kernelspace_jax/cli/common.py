@@ -1,0 +1,74 @@
+"""The one convention of every command: absl flags in a FlagValues of its own (no global state),
+`main(argv) -> exit status`, --help, and bad input ended by one line on stderr.
+
+Exit status: 0 done, 1 bad input (a file, a checkpoint, a value the command cannot use), 2 bad usage
+(an unknown flag, a missing argument), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import flags
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (exit status 2)."""
+
+
+class HelpShown(Exception):
+    """--help was asked for and printed (exit status 0)."""
+
+
+def parse(
+    fv: flags.FlagValues, argv: Sequence[str] | None, *, prog: str, doc: str, positionals: Sequence[str] = ()
+) -> list[str]:
+    """Parses argv (default sys.argv[1:]) into `fv`; returns the positional arguments named `positionals`.
+
+    Raises HelpShown after printing usage for -h/--help, UsageError for unknown flags, bad values or a
+    wrong number of positional arguments.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        names = "".join(f" {name.upper()}" for name in positionals)
+        print(f"usage: {prog}{names} [flags]\n\n{doc.strip()}\n\nflags:")
+        for name in sorted(fv):
+            flag = fv[name]
+            print(f"  --{name}: {flag.help}" + (f" (default: {flag.default!r})" if flag.default else ""))
+        raise HelpShown
+    try:
+        rest = fv([prog, *argv])[1:]
+    except flags.Error as error:
+        raise UsageError(str(error)) from None
+    if len(rest) != len(positionals):
+        want = " ".join(name.upper() for name in positionals) or "no positional arguments"
+        raise UsageError(f"expected {want}, got {rest or 'none'}")
+    return rest
+
+
+def check_config(fv: flags.FlagValues, name: str = "config") -> None:
+    """UsageError if the config file of flag `name` failed to load (config_flags defers the error to the
+    first use of the config); the message is one line and lists the installed recipes."""
+    try:
+        getattr(fv[name].value, "keys", None)
+    except OSError as error:
+        from kernelspace_jax import configs
+
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise UsageError(
+            f"cannot load --{name}: {reason}; give a recipe file or one of {', '.join(configs.recipes())}"
+        ) from None
+
+
+def usage_error(prog: str, error: Exception) -> int:
+    """Prints a usage error in one line (and where help is) and returns exit status 2."""
+    print(f"error: {error} ({prog} --help lists the flags)", file=sys.stderr)
+    return 2
+
+
+def input_error(error: Exception) -> int:
+    """Prints a bad-input error in one line and returns exit status 1."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    print(f"error: {message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,51 @@
+"""Every command follows one convention: --help exits 0, bad usage exits 2 and bad input exits 1, each
+with one line on stderr and no traceback; the console scripts name these commands."""
+
+import importlib
+import importlib.metadata
+
+import pytest
+
+COMMANDS = {
+    "kernelspace-train": "kernelspace_jax.cli.train",
+    "kernelspace-deblur": "kernelspace_jax.cli.deblur",
+    "kernelspace-evaluate": "kernelspace_jax.cli.evaluate",
+    "kernelspace-synthesize": "kernelspace_jax.cli.synthesize",
+    "kernelspace-convert": "kernelspace_jax.cli.convert",
+    "kernelspace-build-data": "kernelspace_jax.cli.build_data",
+}
+# (command, argv, exit status, words of the one-line message)
+BAD = [
+    ("kernelspace-convert", ["only_one_argument"], 2, "expected PTH OUT_DIR"),
+    ("kernelspace-convert", ["a.pth", "out", "--no_such_flag"], 2, "Unknown command line flag"),
+    ("kernelspace-convert", ["missing.pth", "out"], 1, "no checkpoint at"),
+    ("kernelspace-build-data", ["gopro"], 2, "--manual_dir is required"),
+    ("kernelspace-build-data", ["gopro", "--manual_dir", "/nonexistent/gopro"], 1, "/nonexistent/gopro"),
+    ("kernelspace-train", ["--config", "synthetic_tiny"], 2, "--config and --workdir are required"),
+    ("kernelspace-train", ["--config", "no_such_recipe", "--workdir", "w"], 2, "no_such_recipe"),
+    ("kernelspace-deblur", ["--no_such_flag"], 2, "Unknown command line flag"),
+    ("kernelspace-deblur", ["--output", "out"], 1, "no --input given"),
+]
+
+
+def test_console_scripts_are_the_commands():
+    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
+    for name, module in COMMANDS.items():
+        assert scripts.get(name) == f"{module}:main"
+        assert callable(importlib.import_module(module).main)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help(command, capsys):
+    assert importlib.import_module(COMMANDS[command]).main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {command}") and "flags:" in out
+
+
+@pytest.mark.parametrize(("command", "argv", "status", "says"), BAD, ids=[f"{c} {' '.join(a)}" for c, a, *_ in BAD])
+def test_bad_command_lines(command, argv, status, says, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert importlib.import_module(COMMANDS[command]).main(argv) == status
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
