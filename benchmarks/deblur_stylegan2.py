@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.deblur import machine
 from kernelspace_jax.configs.deblur_stylegan2 import get_config
-from kernelspace_jax.deblurring import engine
 from kernelspace_jax.deblurring.stylegan2 import search as stylegan2_search
 from kernelspace_jax.deblurring.stylegan2.prior import StyleGAN2Prior
 from kernelspace_jax.deblurring.warmup import warmup_kernels
 from kernelspace_jax.kernel_space import config as configs
+from kernelspace_jax.kernel_space.inputs import image_keys
 from kernelspace_jax.kernel_space.model import init
 from kernelspace_jax.models.stylegan2 import Generator, init_generator
 
@@ -52,7 +52,7 @@ def build_row(model, prior, config, batch, mode) -> dict:
     counts = tuple(np.int32(config[k]) for k in COUNT_FIELDS)
     blurry = jax.random.uniform(jax.random.key(2), (batch, prior.size, prior.size, 3))
     kernels = warmup_kernels(model, blurry, "zero")
-    keys = engine.image_keys(jax.random.key(3), batch)
+    keys = image_keys(jax.random.key(3), batch)
     state = stylegan2_search.init_states(keys, blurry, kernels, prior, settings=settings)
 
     def run(state, t0):

@@ -1,7 +1,7 @@
 """Files shipped with the package: a small kernel space trained on the synthetic pairs, and its VAE.
 
 `synthetic_tiny/` was made with `python train.py --config configs/synthetic_tiny.py` and
-`synthetic_tiny_vae/` with `configs/synthetic_tiny_vae.py` (see README, "The shipped models"); they
+`synthetic_tiny_vae/` with `configs/synthetic_tiny_vae.py` (see docs/training.md#the-shipped-models); they
 let deblurring and blur synthesis run right after install.
 """
 

@@ -7,6 +7,7 @@ Exit status: 0 done, 1 bad input (a file, a checkpoint, a value the command cann
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,36 @@ def parse(
         want = " ".join(name.upper() for name in positionals) or "no positional arguments"
         raise UsageError(f"expected {want}, got {rest or 'none'}")
     return rest
+
+
+def define_verbosity(fv: flags.FlagValues) -> None:
+    """--verbosity: what is logged besides the command's own lines and progress bar."""
+    flags.DEFINE_enum(
+        "verbosity",
+        "quiet",
+        ["quiet", "info", "debug"],
+        "quiet: this package's lines only; info / debug: every library's log too (Orbax, grain, ...).",
+        flag_values=fv,
+    )
+
+
+def setup_logging(verbosity: str = "quiet") -> None:
+    """This package's INFO lines to stderr as plain text; other libraries' only with verbosity info/debug."""
+    ours = logging.getLogger("kernelspace_jax")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ours.addHandler(handler)
+    ours.setLevel(logging.DEBUG if verbosity == "debug" else logging.INFO)
+    ours.propagate = False  # its own handler: no second copy through the root logger
+    level = {"quiet": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}[verbosity]
+    logging.getLogger().setLevel(level)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity({"quiet": "warning", "info": "info", "debug": "debug"}[verbosity])
+    except ImportError:
+        pass
 
 
 def check_config(fv: flags.FlagValues, name: str = "config") -> None:

@@ -1,8 +1,8 @@
 """The kernel-encoding table: how well F(x, G(x, y)) reproduces held-out blurry images.
 
-    python -m kernelspace_jax.cli.evaluate --checkpoint runs/tiny --data synthetic
-    python -m kernelspace_jax.cli.evaluate --checkpoint GOPRO_wVAE.pth --data tfds:gopro:test --crop 256
-    python -m kernelspace_jax.cli.evaluate --checkpoint ckpt/ --data folders:pairs/test/blur:pairs/test/sharp
+    kernelspace-evaluate --checkpoint runs/tiny --data synthetic
+    kernelspace-evaluate --checkpoint GOPRO_wVAE.pth --data tfds:gopro:test --crop 256
+    kernelspace-evaluate --checkpoint ckpt/ --data folders:pairs/test/blur:pairs/test/sharp
 
 Prints PSNR and SSIM of the reconstruction against the blurry image, with the identity baseline
 (the sharp image itself) beside them; --json writes the same numbers to a file.
@@ -16,48 +16,20 @@ import os
 import sys
 
 from kernelspace_jax.data import pipeline
-from kernelspace_jax.data.paired_folders import load_rgb8, scan_paired_folders
+from kernelspace_jax.data.pairs import open_pairs
 from kernelspace_jax.io.pth import CheckpointFormatError
 from kernelspace_jax.kernel_space.checkpoints import load
 
 
-class FolderPairs:
-    """Random-access pairs of a paired-folder layout: blurry_root/<seq>/<name>.png vs sharp_root/..."""
-
-    def __init__(self, blurry_root: str, sharp_root: str):
-        self.records, _ = scan_paired_folders(blurry_root, sharp_root)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict:
-        record = self.records[index]
-        return {"sharp": load_rgb8(record.sharp), "blurry": load_rgb8(record.blurry), "id": record.id}
-
-
-def open_source(spec: str, data_dir: str, num: int, seed: int):
-    """`synthetic`, `tfds:<name>:<split>` or `folders:<blurry root>:<sharp root>` -> random-access pairs."""
-    kind, _, rest = spec.partition(":")
-    if kind == "synthetic":
-        from kernelspace_jax.data import synthetic
-
-        return synthetic.SyntheticPairs(synthetic.SyntheticBlurConfig(seed=seed), "test", num)
-    if kind == "tfds":
-        from kernelspace_jax.data import tfds_builders
-
-        name, _, split = rest.rpartition(":")
-        return tfds_builders.data_source(name, split, data_dir)
-    if kind == "folders":
-        blurry, _, sharp = rest.partition(":")
-        return FolderPairs(blurry, sharp)
-    raise ValueError(f"--data must be synthetic, tfds:<name>:<split> or folders:<blurry>:<sharp>, got {spec!r}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernelspace_jax.cli.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="kernelspace-evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help=".pth, Orbax checkpoint, or training workdir")
     parser.add_argument("--step", type=int, default=None, help="step of a training workdir (default: latest)")
-    parser.add_argument("--data", default="synthetic", help="synthetic | tfds:<name>:<split> | folders:<blur>:<sharp>")
+    parser.add_argument(
+        "--data",
+        default="synthetic",
+        help="synthetic[:split] | tfds:<name>:<split> | folders:<blur>:<sharp> | folder with blur/ and sharp/",
+    )
     parser.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"))
     parser.add_argument("--num", type=int, default=16, help="number of synthetic test pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic test pairs")
@@ -69,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model = load(args.checkpoint, step=args.step)
-        source = open_source(args.data, args.data_dir, args.num, args.seed)
+        source = open_pairs(args.data, data_dir=args.data_dir, num=args.num, seed=args.seed, flag="--data")
     except (CheckpointFormatError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

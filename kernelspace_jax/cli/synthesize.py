@@ -1,20 +1,20 @@
 """Blur synthesis from the command line: a kernel bank, blur transfer, prior samples, interpolation.
 
-    python -m kernelspace_jax.cli.synthesize bank --checkpoint ckpt --source synthetic --out bank.npz
-    python -m kernelspace_jax.cli.synthesize transfer --checkpoint ckpt --bank bank.npz --target photos/ --out o
-    python -m kernelspace_jax.cli.synthesize sample --checkpoint wvae.pth --target 'photos/*.jpg' --out o
-    python -m kernelspace_jax.cli.synthesize interpolate --checkpoint ckpt --bank bank.npz --a 0 --b 5 \\
+    kernelspace-synthesize bank --checkpoint ckpt --source synthetic --out bank.npz
+    kernelspace-synthesize transfer --checkpoint ckpt --bank bank.npz --target photos/ --out o
+    kernelspace-synthesize sample --checkpoint wvae.pth --target 'photos/*.jpg' --out o
+    kernelspace-synthesize interpolate --checkpoint ckpt --bank bank.npz --a 0 --b 5 \\
         --target photos/ --steps 8 --out o
 
 Without --checkpoint the shipped model is used (kernelspace_jax.assets; its VAE for sample).
 
 Pairs (--source): synthetic[:<split>] (built-in pairs, split test by default) | tfds:<name>:<split> |
 folders:<blurry root>:<sharp root> | a folder holding blur/ and sharp/ (e.g. an output of this tool).
-Sharp images (--target): a folder (every .png/.jpg/.jpeg below it), a glob ('photos/**/*.jpg'), or any
-pair spec above (its sharp images).
+Sharp images (--target): a folder (every .png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp below it), a glob
+('photos/**/*.jpg'), or any pair spec above (its sharp images).
 
 Outputs go to --out in the paired-folder layout the training pipeline reads back
-(`python -m kernelspace_jax.cli.build_data paired_folders`, or `folders:<out>/blur:<out>/sharp`):
+(`kernelspace-build-data paired_folders`, or `folders:<out>/blur:<out>/sharp`):
 out/blur/<seq>/<name>.png, each beside the sharp image it was made from, out/sharp/<seq>/<name>.png.
 With them: log.csv (one row per output), summary.json, and contact_sheet.png (sharp | its blurs) or
 interpolation_strip.png. Output i depends only on (--seed, i) and the inputs; outputs already written are
@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import functools
 import glob
-import io
 import json
 import os
 import sys
@@ -45,17 +44,14 @@ from tqdm import tqdm
 
 from kernelspace_jax import synthesis, xla_options
 from kernelspace_jax.assets import shipped_checkpoint_path
-from kernelspace_jax.cli.evaluate import FolderPairs, open_source
 from kernelspace_jax.data import pairs
 from kernelspace_jax.data.paired_folders import load_rgb8
-from kernelspace_jax.data.synthetic import SPLITS, SyntheticBlurConfig, SyntheticPairs, to_uint8
+from kernelspace_jax.io.files import atomic_write
+from kernelspace_jax.io.images import IMAGE_SUFFIXES, image_grid, to_uint8, write_png
 from kernelspace_jax.io.pth import CheckpointFormatError
 from kernelspace_jax.kernel_space.checkpoints import load
 from kernelspace_jax.kernel_space.model import MIN_SIDE, KernelSpaceModel
-from kernelspace_jax.training.metrics import image_grid, write_png
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-PAIR_SPECS = ("synthetic", "tfds", "folders")
 SHEET_ROWS, SHEET_COLUMNS, THUMBNAIL = 8, 6, 160
 FRAMES_PER_SEQ = 100  # output i -> <i // 100>/<i % 100>, the layout of the reference's augmented sets
 # The model, loaded on first use: inputs are checked before a large checkpoint is read.
@@ -65,30 +61,6 @@ ModelLoader = Callable[[], KernelSpaceModel]
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
-
-
-def open_pairs(spec: str, *, crop: int | None, num: int, seed: int, data_dir: str):
-    """A random-access pair source for a --source spec (see the module doc)."""
-    kind, _, rest = spec.partition(":")
-    if kind == "synthetic":
-        split = rest or "test"
-        if split not in SPLITS:
-            raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
-        if num < 1:
-            raise ValueError(f"--num must be at least 1 synthetic pair, got {num}")
-        config = SyntheticBlurConfig(crop_size=crop or 256, seed=seed)
-        return SyntheticPairs(config, split, num)
-    if kind in PAIR_SPECS:
-        return open_source(spec, data_dir, num, seed)
-    root = Path(spec)
-    if root.is_dir():
-        if (root / "blur").is_dir() and (root / "sharp").is_dir():
-            return FolderPairs(root / "blur", root / "sharp")
-        raise FileNotFoundError(f"{spec} has no blur/ and sharp/ folders (a paired-folder root)")
-    raise ValueError(
-        f"pairs must be synthetic[:<split>], tfds:<name>:<split>, folders:<blurry>:<sharp> or a folder with "
-        f"blur/ and sharp/; got {spec!r}"
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +124,8 @@ def _check_headers(paths: Sequence[Path]) -> None:
 
 def open_targets(spec: str, *, crop: int | None, num: int, seed: int, data_dir: str):
     """Sharp images for a --target spec: a folder, a glob, or a pair spec (its sharp images)."""
-    if spec.partition(":")[0] in PAIR_SPECS:
-        return PairSharps(open_pairs(spec, crop=crop, num=num, seed=seed, data_dir=data_dir))
+    if spec.partition(":")[0] in pairs.PAIR_SPECS:
+        return PairSharps(pairs.open_pairs(spec, data_dir=data_dir, num=num, seed=seed, crop=crop, flag="--target"))
     root = Path(spec)
     if root.is_dir():
         paths = sorted(
@@ -197,11 +169,6 @@ def _done(out: Path, job: Job) -> bool:
     return (out / "blur" / f"{job.id}.png").is_file() and (out / "sharp" / f"{job.id}.png").is_file()
 
 
-def _write_image(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, to_uint8(image))
-
-
 def render(
     jobs: Sequence[Job],
     targets,
@@ -237,8 +204,8 @@ def render(
                 sharp = np.stack([images[job.target] for job in padded])
                 blurry = np.asarray(blur_fn(padded, sharp))
                 for job, result in zip(group, blurry, strict=False):
-                    _write_image(out / "sharp" / f"{job.id}.png", images[job.target])
-                    _write_image(out / "blur" / f"{job.id}.png", result)
+                    write_png(out / "sharp" / f"{job.id}.png", to_uint8(images[job.target]))
+                    write_png(out / "blur" / f"{job.id}.png", to_uint8(result))
                     on_written(job)
                 bar.update(len(group))
     return len(pending)
@@ -298,18 +265,11 @@ def write_sheet(path: Path, out: Path, jobs: Sequence[Job], rows: int, columns: 
     write_png(path, image_grid(grid))
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
+    with atomic_write(path, "w") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def finish(
@@ -324,7 +284,8 @@ def finish(
     """Writes the picture, log.csv (one row per output) and summary.json (settings and results)."""
     write_sheet(out / picture, out, jobs, rows, columns)
     _write_csv(out / "log.csv", [{"id": job.id, **job.log} for job in jobs])
-    _write_text(out / "summary.json", json.dumps({**vars(args), **results}, indent=1) + "\n")
+    with atomic_write(out / "summary.json", "w") as file:
+        file.write(json.dumps({**vars(args), **results}, indent=1) + "\n")
     print(
         f"{results['written']} images written, {len(jobs) - results['written']} were there already: "
         f"{out}/blur and {out}/sharp; {out}/log.csv, summary.json, {picture}"
@@ -357,10 +318,12 @@ def obtain_bank(args: argparse.Namespace, get_model: ModelLoader, path: Path) ->
             raise ValueError(f"{path} holds a bank built with {built}, not {meta}: delete it or use another --out")
         print(f"reusing the kernel bank {path} ({len(bank)} kernels)")
         return bank
-    pairs = open_pairs(args.source, crop=args.crop, num=args.num, seed=args.seed, data_dir=args.data_dir)
+    source = pairs.open_pairs(
+        args.source, data_dir=args.data_dir, num=args.num, seed=args.seed, crop=args.crop, flag="--source"
+    )
     bank = synthesis.build_bank(
         get_model(),
-        pairs,
+        source,
         batch_size=args.batch_size,
         crop=args.crop,
         seed=args.seed,
@@ -565,7 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--scale", type=float, default=synthesis.DEFAULT_SCALE, help="std of prior kernels")
 
     parser = argparse.ArgumentParser(
-        prog="python -m kernelspace_jax.cli.synthesize",
+        prog="kernelspace-synthesize",
         description=__doc__.split("\n")[0],
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -6,7 +6,6 @@ python train.py --config configs/gopro_wvae.py --workdir runs/gopro_wvae --confi
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import flags
@@ -28,6 +27,7 @@ def _flags(argv: list[str]) -> flags.FlagValues:
         sys_argv=argv,
     )
     flags.DEFINE_string("workdir", None, "Folder for checkpoints and logs (created; reused to resume).", flag_values=fv)
+    common.define_verbosity(fv)
     common.parse(fv, argv[1:], prog=PROG, doc=__doc__)
     common.check_config(fv)
     if fv.config is None or fv.workdir is None:
@@ -44,10 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (common.UsageError, flags.Error, AttributeError, TypeError, ValueError, OSError) as error:
         return common.usage_error(PROG, error)
-    from kernelspace_jax.training.loop import train_and_evaluate
+    from kernelspace_jax.training.loop import TrainingInterrupted, train_and_evaluate
 
-    logging.getLogger("kernelspace_jax").setLevel(logging.INFO)
-    train_and_evaluate(fv.config, fv.workdir)
+    common.setup_logging(fv.verbosity)
+    try:
+        train_and_evaluate(fv.config, fv.workdir, raise_on_interrupt=True)
+    except TrainingInterrupted as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -4,10 +4,67 @@ centre-cropped, batched in order with padding (what the kernel bank and evaluati
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kernelspace_jax.data.paired_folders import load_rgb8, scan_paired_folders
+
+PAIR_SPECS = ("synthetic", "tfds", "folders")  # the <kind> of a '<kind>:...' pair spec (see `open_pairs`)
+
+
+class FolderPairs:
+    """Random-access pairs of a paired-folder layout: blurry_root/<seq>/<name>.png vs sharp_root/..."""
+
+    def __init__(self, blurry_root: str | os.PathLike, sharp_root: str | os.PathLike):
+        self.records, _ = scan_paired_folders(blurry_root, sharp_root)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        return {"sharp": load_rgb8(record.sharp), "blurry": load_rgb8(record.blurry), "id": record.id}
+
+
+def open_pairs(spec: str, *, data_dir: str, num: int, seed: int, crop: int | None = None, flag: str = "pairs"):
+    """Random-access pairs {"sharp", "blurry", "id"} (H, W, 3) for a pair spec, one of
+    synthetic[:<split>] | tfds:<name>:<split> | folders:<blurry root>:<sharp root> | a folder with blur/ and sharp/.
+
+    synthetic: `num` pairs of the split (default test) seeded by `seed`, generated at crop x crop (default:
+    SyntheticBlurConfig's crop_size); tfds: a data source built in `data_dir`. Errors name `flag`.
+    """
+    kind, _, rest = spec.partition(":")
+    if kind == "synthetic":
+        from kernelspace_jax.data import synthetic
+
+        split = rest or "test"
+        if split not in synthetic.SPLITS:
+            raise ValueError(f"{flag}: synthetic split must be one of {synthetic.SPLITS}, got {split!r}")
+        if num < 1:
+            raise ValueError(f"{flag}: need at least 1 synthetic pair, got num={num}")
+        size = {} if crop is None else {"crop_size": crop}
+        return synthetic.SyntheticPairs(synthetic.SyntheticBlurConfig(**size, seed=seed), split, num)
+    if kind == "tfds":
+        from kernelspace_jax.data import tfds_builders
+
+        name, _, split = rest.rpartition(":")
+        return tfds_builders.data_source(name, split, data_dir)
+    if kind == "folders":
+        blurry, _, sharp = rest.partition(":")
+        return FolderPairs(blurry, sharp)
+    root = Path(spec)
+    if root.is_dir():
+        if (root / "blur").is_dir() and (root / "sharp").is_dir():
+            return FolderPairs(root / "blur", root / "sharp")
+        raise FileNotFoundError(f"{flag}: {spec} has no blur/ and sharp/ folders (a paired-folder root)")
+    raise ValueError(
+        f"{flag} must be synthetic[:<split>], tfds:<name>:<split>, folders:<blurry>:<sharp> or a folder with "
+        f"blur/ and sharp/; got {spec!r}"
+    )
 
 
 def _record_id(record: dict[str, Any], index: int) -> str:

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import numbers
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from scipy import fft as sp_fft
+
+from kernelspace_jax.io.images import IMAGE_SUFFIXES, to_uint8, write_png
 
 SPLITS = ("train", "val", "test")
 # Fixed codes, not hashes of the names, so the per-record random streams never change.
@@ -45,7 +46,6 @@ SKIMAGE_TRAIN_IMAGES = (
     "grass",
 )
 SKIMAGE_HELD_OUT_IMAGES = ("chelsea", "camera", "gravel")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # Boracchi & Foi draw these per trajectory as U(0, 1) times the constant.
 CENTRIPETAL_MAX = 0.7  # pull towards the starting point: keeps long paths compact
@@ -88,7 +88,7 @@ def random_trajectory(
     turns = np.exp(1j * (np.pi + rng.uniform(size=n) - 0.5)).tolist()
     noise = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).tolist()
     step = REFERENCE_LENGTH / n
-    # Sequential by nature; Python complex scalars beat numpy calls here (about 2 ms for 2000 steps).
+    # Sequential by nature; Python complex scalars beat numpy calls here.
     v, x, path = complex(heading) * step, 0j, [0j]
     for t in range(n):
         dv = anxiety * (gaussian * noise[t] - centripetal * x) * step
@@ -268,7 +268,7 @@ def image_sources(image_dir: str | os.PathLike | None = None) -> dict[str, tuple
     """Sharp-image sources per split: {'train': (...), 'val': (...), 'test': (...)}.
 
     Without `image_dir`: scikit-image's bundled photographs ("skimage:<name>"), a fixed subset
-    held out for 'val' and 'test'. With it: every PNG/JPEG below the folder, about a quarter held
+    held out for 'val' and 'test'. With it: every image (IMAGE_SUFFIXES) below the folder, about a quarter held
     out by a hash of the relative path (stable when files are added); folders too small for both
     sides share all images between the splits.
     """
@@ -323,7 +323,7 @@ class SyntheticBlurConfig:
       seed: root seed; records depend only on (seed, split, index).
       split: one of SPLITS; 'val' and 'test' use held-out images and their own kernel streams.
       num_examples: dataset length.
-      image_dir: folder of sharp PNG/JPEG images; None uses scikit-image's bundled photographs.
+      image_dir: folder of sharp images (IMAGE_SUFFIXES); None uses scikit-image's bundled photographs.
     """
 
     crop_size: tuple[int, int] = (256, 256)
@@ -475,27 +475,6 @@ def synthetic_pairs(
 # ---------------------------------------------------------------------------------------------
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """[0, 1] floats -> uint8 (rounded, clipped), same shape."""
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    """Writes uint8 (H, W, 3) to `path` atomically: readers see the old file or the whole new one."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            Image.fromarray(image).save(file, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_paired_folders(
     dataset: Sequence[dict[str, np.ndarray]],
     root: str | os.PathLike,
@@ -515,7 +494,7 @@ def write_paired_folders(
     for index in range(len(dataset)):
         record = dataset[index]
         seq, name = f"{index // frames_per_seq:03d}", f"{index % frames_per_seq:08d}"
-        _write_png(root / blurry_dir / seq / f"{name}.png", to_uint8(record["blurry"]))
-        _write_png(root / sharp_dir / seq / f"{name}.png", to_uint8(record["sharp"]))
+        write_png(root / blurry_dir / seq / f"{name}.png", to_uint8(record["blurry"]))
+        write_png(root / sharp_dir / seq / f"{name}.png", to_uint8(record["sharp"]))
         keys.append(f"{seq}_{name}")
     return keys

@@ -13,7 +13,7 @@ devices (`devices.data_mesh()`). One step t of the search, per image:
   t < W (warm-up)       ImageDIP fitted to the blurry image by MSE and KernelDIP to the warm-up kernel
                         by MSE (the reference runs these two 300-step fits one after the other; they are
                         independent, so here they share the steps);
-  W <= t < W + N (main) the objective of `search_losses` on F(x, k), with the first set of weights for
+  W <= t < W + N (main) the objective (`objective.py`) on F(x, k), with the first set of weights for
                         t - W < N // 2 and the second after; `update` "joint" takes one Adam step on both
                         priors (the reference), "alternating" one on x, then one on k given the new x
                         (the paper's Algorithm 1).
@@ -48,11 +48,9 @@ from kernelspace_jax import configs, xla_options
 from kernelspace_jax.deblurring.engine import (
     DeblurResult,
     all_finite,
-    check_key,
     chunking,
     count_trace,
     distribute,
-    image_keys,
     pad_for_mesh,
     run_chunks,
     scan_chunk,
@@ -61,7 +59,8 @@ from kernelspace_jax.deblurring.engine import (
 from kernelspace_jax.deblurring.objective import TERMS, Objective, blurry_features, loss_terms, weighted_sum
 from kernelspace_jax.deblurring.warmup import fit_to_grid, warmup_kernels
 from kernelspace_jax.devices import data_mesh
-from kernelspace_jax.kernel_space.model import MIN_SIDE, KernelSpaceModel, padded_size
+from kernelspace_jax.kernel_space.inputs import check_images, check_key, image_keys, pad_to
+from kernelspace_jax.kernel_space.model import KernelSpaceModel, padded_size
 from kernelspace_jax.models import dips
 
 TRACE_NAME = "dip"  # engine.trace_count(TRACE_NAME): compilations of this search's chunk
@@ -332,7 +331,7 @@ def init_states(keys: jax.Array, blurry: jax.Array, kernels: jax.Array, *, setti
 @xla_options.jit(static_argnames=("settings",))
 def blurry_features_of(blurry: jax.Array, vgg_params: Mapping | None, *, settings: SearchSettings) -> dict | None:
     """What the objective needs of the blurry images (B, Hp, Wp, 3) alone, once per search: their VGG19
-    features for a perceptual term (`search_losses.blurry_features`), None for other objectives."""
+    features for a perceptual term (`objective.blurry_features`), None for other objectives."""
     return blurry_features(settings.objective.used_terms(), vgg_params, blurry)
 
 
@@ -378,22 +377,6 @@ def run_chunk(
 # ---------------------------------------------------------------------------------------------
 # Driver: padding, keys, sharding, chunks
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_blurry(blurry) -> None:
-    if getattr(blurry, "ndim", None) != 4 or blurry.shape[-1] != 3:
-        raise ValueError(f"blurry must be (batch, height, width, 3), got shape {getattr(blurry, 'shape', None)}")
-    if not jnp.issubdtype(blurry.dtype, jnp.floating):
-        raise TypeError(f"blurry must be floating point in [0, 1], got {blurry.dtype} (divide uint8 by 255)")
-    if min(blurry.shape[1:3]) < MIN_SIDE:
-        raise ValueError(f"blurry is {blurry.shape[1]}x{blurry.shape[2]}; both sides must be at least {MIN_SIDE}")
-
-
-def _pad_to(images: jax.Array, size: tuple[int, int]) -> jax.Array:
-    height, width = images.shape[1:3]
-    if (height, width) == tuple(size):
-        return images
-    return jnp.pad(images, ((0, 0), (0, size[0] - height), (0, size[1] - width), (0, 0)), mode="reflect")
 
 
 def _search(model, blurry, kernels, keys, settings, num_warmup, num_iters, vgg_params, mesh, progress):
@@ -458,7 +441,7 @@ def deblur(
     """
     check_key(key, "deblur(model, key, blurry, ...)")
     config = configs.get("deblur_generic") if config is None else config
-    _check_blurry(blurry)
+    check_images("blurry", blurry)
     batch, height, width = blurry.shape[:3]
     keys = image_keys(key, batch)
     if jnp.dtype(model.dtype) != jnp.dtype(config.compute_dtype):
@@ -468,7 +451,7 @@ def deblur(
     if crop and (height > crop or width > crop):
         return _deblur_with_crop(model, blurry, keys, config, settings, vgg_params, mesh, progress)
     size = padded_size(model.config, height, width)
-    padded = _pad_to(blurry.astype(jnp.float32), size)
+    padded = pad_to(blurry.astype(jnp.float32), size)
     if warmup_kernel is None:
         kernels = warmup_kernels(model, padded, config.warmup_kernel)
     else:
@@ -516,7 +499,7 @@ def _deblur_with_crop(model, blurry, keys, config, settings, vgg_params, mesh, p
     size = padded_size(model.config, height, width)
     sharp, kernel, history = _search(
         model,
-        _pad_to(blurry.astype(jnp.float32), size),
+        pad_to(blurry.astype(jnp.float32), size),
         kernels,
         keys,
         dataclasses.replace(settings, update=FIXED_KERNEL),

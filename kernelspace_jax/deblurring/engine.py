@@ -8,7 +8,7 @@ engine gives it
   - `shard_images`: the chunk split over a device mesh's first axis by `shard_map` (no communication);
   - `pad_for_mesh`, `distribute`, `run_chunks`: the host side (batch padding to the mesh, sharding,
     the loop of compiled chunks with a progress bar between them);
-  - `chunking`, `image_keys`, `all_finite`, `DeblurResult` and a trace counter.
+  - `chunking`, `all_finite`, `DeblurResult` and a trace counter (per-image keys: `kernel_space.inputs`).
 """
 
 from __future__ import annotations
@@ -50,34 +50,11 @@ class DeblurResult(NamedTuple):
     history: dict[str, Any]
 
 
-def check_key(key, caller: str) -> None:
-    """TypeError unless `key` is a PRNG key (typed, or a raw uint32 key): catches images passed where the
-    key goes, `caller` naming the call's argument order."""
-    dtype = getattr(key, "dtype", None)
-    if dtype is None or not (jnp.issubdtype(dtype, jax.dtypes.prng_key) or dtype == jnp.uint32):
-        raise TypeError(
-            f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__} of dtype {dtype} and shape "
-            f"{getattr(key, 'shape', None)}: the key comes before the images, {caller}"
-        )
-
-
-def image_keys(key: jax.Array, batch: int) -> jax.Array:
-    """(B,) typed keys: `key` split B ways if it is one key, else `key` itself (checked to be (B,))."""
-    check_key(key, "(..., key, images, ...)")
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)  # a raw uint32 jax.random.PRNGKey
-    if key.shape == ():
-        return jax.random.split(key, batch)
-    if key.shape != (batch,):
-        raise ValueError(f"key must be one key or one per image, shape ({batch},); got shape {key.shape}")
-    return key
-
-
 def chunking(config: ml_collections.ConfigDict) -> tuple[int, bool]:
     """(steps per compiled chunk, whether the images take turns) from config.chunk_size and batch_mode.
 
-    Every call maps XLA's working memory afresh (1-4 GiB at 256 px: page faults cost ~0.2 s per call on a
-    CPU), so a chunk holds several steps; 10 on CPUs keeps the progress bar moving (~30 s at 256 px). On
+    Every call maps XLA's working memory afresh (1-4 GiB at 256 px, whose page faults are costly on a CPU),
+    so a chunk holds several steps; 10 on CPUs still keeps the progress bar moving at 256 px. On
     CPUs the images take turns by default (`in_turns`); on accelerators they are vmapped.
     """
     if config.chunk_size < 0:

@@ -15,7 +15,7 @@ second run on an output folder that a run is writing to stops at once (a lock fi
 Images are grouped by the size the networks run at (`model.padded_size`), reflect-padded to it,
 deblurred `batch_size` at a time in one compiled call and cropped back. An image's key is
 fold_in(key(seed), crc32(name)): its result does not depend on the batch it lands in. With a StyleGAN2
-prior (`stylegan2_search`) every image must have the generator's size and is searched unpadded.
+prior (`stylegan2/search.py`) every image must have the generator's size and is searched unpadded.
 """
 
 from __future__ import annotations
@@ -43,14 +43,15 @@ from kernelspace_jax.io.images import (
     IMAGE_SUFFIXES,
     ImageInputError,
     InputImage,
+    image_grid,
     inspect_image,
     png_text,
     read_image,
     to_uint8,
     write_png,
 )
+from kernelspace_jax.kernel_space.inputs import pad_to
 from kernelspace_jax.kernel_space.model import MIN_SIDE, KernelSpaceModel, padded_size
-from kernelspace_jax.training.metrics import image_grid
 
 LOG_NAME = "deblur_log.jsonl"
 METRICS_NAME = "metrics.json"
@@ -194,11 +195,6 @@ def batches(model: KernelSpaceModel, images: Sequence[InputImage], batch_size: i
     return out
 
 
-def _pad(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    height, width = image.shape[:2]
-    return np.pad(image, ((0, size[0] - height), (0, size[1] - width), (0, 0)), mode="reflect")
-
-
 @dataclasses.dataclass
 class RunInfo:
     """What goes into every output's PNG text and log line besides the per-image facts."""
@@ -276,7 +272,7 @@ def deblur_files(
             f"objective {info.objective}"
         )
         start = time.perf_counter()
-        blurry = jnp.asarray(np.stack([_pad(pixels, size) for _, pixels in loaded]))
+        blurry = jnp.concatenate([pad_to(jnp.asarray(pixels)[None], size) for _, pixels in loaded])
         keys = jnp.stack([image_key(seed, image.name) for image, _ in loaded])
         if stylegan2 is None:
             result = deblur(model, keys, blurry, config=config, vgg_params=vgg_params, progress=progress)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from kernelspace_jax.data.paired_folders import describe_image_file, load_rgb8
+from kernelspace_jax.io.files import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -109,7 +109,7 @@ def inspect_image(name: str, path: str | os.PathLike, *, min_side: int, max_pixe
         raise ImageInputError(
             f"{path} is {width}x{height} (WxH), {height * width / 1e6:.1f} Mpx, above max_pixels "
             f"{max_pixels / 1e6:.1f} Mpx. Raise --config.max_pixels if the device has the memory "
-            "(see README, 'Memory'), or downscale the image"
+            "(see docs/deblurring.md#memory), or downscale the image"
         )
     return InputImage(name, path, height, width, conversion)
 
@@ -127,22 +127,25 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def image_grid(rows: list[tuple[np.ndarray, ...]], gap: int = 4) -> np.ndarray:
+    """Rows of equally sized (H, W, 3) images in [0, 1] side by side -> one uint8 picture."""
+    height, width = rows[0][0].shape[:2]
+    columns = len(rows[0])
+    canvas = np.ones((len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3), np.float32)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            top, left = r * (height + gap), c * (width + gap)
+            canvas[top : top + height, left : left + width] = np.clip(np.asarray(image, np.float32), 0, 1)
+    return to_uint8(canvas)
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray, text: Mapping[str, str] | None = None) -> None:
-    """Writes uint8 (H, W, 3) as a PNG with `text` chunks, atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes uint8 (H, W, 3) as a PNG with `text` chunks, atomically (`atomic_write`)."""
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, str(value))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            Image.fromarray(image).save(file, format="PNG", pnginfo=info)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as file:
+        Image.fromarray(image).save(file, format="PNG", pnginfo=info)
 
 
 def png_text(path: str | os.PathLike) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """Start a VAE kernel space from a trained woVAE one (an extension; the reference trains wVAE from scratch).
 
 Trained from scratch on small data, a VAE's G collapses: early on the sampled kernel only adds noise
-to F's output, G's mean is pushed below zero and its final ReLU never lets it back (README, "The
-shipped models"). Widening a woVAE model whose F already uses its kernel avoids that start:
+to F's output, G's mean is pushed below zero and its final ReLU never lets it back
+(docs/training.md#the-shipped-models). Widening a woVAE model whose F already uses its kernel avoids that start:
 
     vae = widen_to_vae(wovae_model, jax.random.key(0))
     mean, sigma = vae.extract(sharp, blurry)   # mean == wovae_model.extract(sharp, blurry)[0]

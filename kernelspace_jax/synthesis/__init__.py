@@ -21,10 +21,11 @@ latent cells, one per 128x128 pixels, is resized bilinearly to the target's grid
 varies over the source frame varies the same way over the target frame, and each cell's blur (in
 pixels) is kept; G is not run again on a resized pair, which would rescale the blur. On held-out
 non-uniform synthetic blurs with true PSFs standing in for the cells, resizing reproduces the
-target's blur best (37.8 dB, against 36.6 for the spatial mean and 35.3 for tiling the grid;
-`python benchmarks/synthesis.py --fit-check`).
+target's blur better than the spatial mean or tiling the grid (`python benchmarks/synthesis.py
+--fit-check`; figures in docs/benchmarks.md).
 """
 
+from kernelspace_jax.kernel_space.inputs import image_keys
 from kernelspace_jax.synthesis.augmentation import Augmentation, make_augmentation
 from kernelspace_jax.synthesis.bank import (
     KernelBank,
@@ -41,7 +42,6 @@ from kernelspace_jax.synthesis.kernels import (
     INTERPOLATIONS,
     apply_kernel,
     fit_kernel,
-    image_keys,
     interpolate,
     prior_kernels,
     sample,

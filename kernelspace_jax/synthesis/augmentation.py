@@ -7,17 +7,16 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from kernelspace_jax.kernel_space.inputs import check_images, image_keys
 from kernelspace_jax.kernel_space.model import KernelSpaceModel
 from kernelspace_jax.synthesis.bank import KernelBank, bank_indices, check_bank
 from kernelspace_jax.synthesis.kernels import (
     DEFAULT_SCALE,
     FIT_METHODS,
-    _check_sharp,
     _normal,
     _require_vae,
     apply_kernel,
     fit_kernel,
-    image_keys,
     prior_kernels,
 )
 
@@ -52,7 +51,7 @@ class Augmentation(struct.PyTreeNode):
 
     def __call__(self, key: jax.Array, sharp: jax.Array) -> jax.Array:
         """sharp (B, H, W, 3) in [0, 1] -> blurry (B, H, W, 3) in [0, 1]."""
-        _check_sharp("sharp", sharp)
+        check_images("sharp", sharp)
         kernel, _ = self.kernels(key, *sharp.shape[:3])
         return apply_kernel(self.model, sharp, kernel, fit=self.fit)
 

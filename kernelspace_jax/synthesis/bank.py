@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from kernelspace_jax import xla_options
 from kernelspace_jax.data.pairs import pair_batches
+from kernelspace_jax.io.files import atomic_write
 from kernelspace_jax.kernel_space.model import KernelSpaceModel
 from kernelspace_jax.synthesis.kernels import _normal, apply_kernel
 
@@ -106,7 +106,7 @@ def build_bank(
     """Runs G over every pair of `source` once (batched, jitted) and keeps the kernels with their ids.
 
     source: random-access records with 'sharp' and 'blurry' (H, W, 3), uint8 or floats in [0, 1], and
-    optionally 'id' (e.g. `evaluate.open_source(...)`, a TFDS data source, `SyntheticPairs`).
+    optionally 'id' (e.g. `data.pairs.open_pairs(...)`, a TFDS data source, `SyntheticPairs`).
     crop: centre-crop side; without it all pairs must share one size. The reparameterisation noise of
     the logged reconstruction comes from (seed, record index).
     """
@@ -149,32 +149,22 @@ def build_bank(
 
 def save_bank(bank: KernelBank, path: str | os.PathLike) -> None:
     """Writes the bank to one .npz file atomically (readers see the old file or the whole new one)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     header = {
         "format": BANK_FORMAT,
         "image_size": list(bank.image_size),
         "fingerprint": bank.fingerprint,
         "meta": bank.meta,
     }
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez(
-                file,
-                mean=bank.mean,
-                sigma=bank.sigma,
-                ids=bank.ids,
-                psnr=bank.psnr,
-                identity_psnr=bank.identity_psnr,
-                header=np.asarray(json.dumps(header)),
-            )
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as file:
+        np.savez(
+            file,
+            mean=bank.mean,
+            sigma=bank.sigma,
+            ids=bank.ids,
+            psnr=bank.psnr,
+            identity_psnr=bank.identity_psnr,
+            header=np.asarray(json.dumps(header)),
+        )
 
 
 def load_bank(path: str | os.PathLike, *, model: KernelSpaceModel | None = None) -> KernelBank:

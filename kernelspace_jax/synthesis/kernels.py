@@ -1,4 +1,4 @@
-"""Kernels in a kernel space: per-image keys, fitting a kernel grid to another image size, applying F,
+"""Kernels in a kernel space: fitting a kernel grid to another image size, applying F,
 transferring a pair's blur, sampling the VAE prior, interpolating between kernels.
 
 A kernel extracted at one image size is applied to another by `fit_kernel`: the (h, w) grid of
@@ -6,8 +6,8 @@ latent cells, one per 128x128 pixels, is resized bilinearly to the target's grid
 varies over the source frame varies the same way over the target frame, and each cell's blur (in
 pixels) is kept; G is not run again on a resized pair, which would rescale the blur. On held-out
 non-uniform synthetic blurs with true PSFs standing in for the cells, resizing reproduces the
-target's blur best (37.8 dB, against 36.6 for the spatial mean and 35.3 for tiling the grid;
-`python benchmarks/synthesis.py --fit-check`).
+target's blur better than the spatial mean or tiling the grid (`python benchmarks/synthesis.py
+--fit-check`; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from kernelspace_jax import xla_options
-from kernelspace_jax.kernel_space.model import MIN_SIDE, KernelSpaceModel
+from kernelspace_jax.kernel_space.inputs import check_images, image_keys
+from kernelspace_jax.kernel_space.model import KernelSpaceModel
 
 DEFAULT_SCALE = 1.2  # std of the prior samples, as the reference's generate_blur.py
 
@@ -27,20 +28,6 @@ FIT_METHODS = ("resize", "tile", "mean")
 
 
 INTERPOLATIONS = ("linear", "spherical")
-
-
-def image_keys(key: jax.Array, batch: int) -> jax.Array:
-    """(B,) per-image keys from one key (split) or from B keys (returned as they are).
-
-    Accepts typed keys (`jax.random.key`) and raw uint32 ones (`jax.random.PRNGKey`).
-    """
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    single_ndim = 0 if typed else 1
-    if key.ndim == single_ndim:
-        return jax.random.split(key, batch)
-    if key.ndim != single_ndim + 1 or key.shape[0] != batch:
-        raise ValueError(f"key must be one PRNG key or {batch} of them (one per image), got shape {key.shape}")
-    return key
 
 
 def _normal(keys: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -71,16 +58,6 @@ def fit_kernel(kernel: jax.Array, grid: tuple[int, int], *, method: str = "resiz
     return jnp.broadcast_to(kernel.mean(axis=(1, 2), keepdims=True), (batch, *grid, channels))
 
 
-def _check_sharp(name: str, images: jax.Array) -> None:
-    shape = getattr(images, "shape", None)
-    if shape is None or len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f"{name} must be (batch, height, width, 3), got {shape}")
-    if shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch")
-    if min(shape[1:3]) < MIN_SIDE:
-        raise ValueError(f"{name} is {shape[1]}x{shape[2]}; both sides must be at least {MIN_SIDE}")
-
-
 def _require_vae(model: KernelSpaceModel, what: str) -> None:
     if not model.config.use_vae:
         raise ValueError(
@@ -95,7 +72,7 @@ def apply_kernel(model: KernelSpaceModel, sharp: jax.Array, kernel: jax.Array, *
 
     kernel: (B, h, w, kernel_dim) of any grid (see `fit_kernel`).
     """
-    _check_sharp("sharp", sharp)
+    check_images("sharp", sharp)
     grid = model.kernel_shape(*sharp.shape[1:3])[:2]
     return jnp.clip(model.blur(sharp, fit_kernel(kernel, grid, method=fit)), 0.0, 1.0)
 
@@ -118,8 +95,8 @@ def transfer(
 
     source_sharp, source_blurry: (B, Hs, Ws, 3) in [0, 1]; target_sharp: (B, Ht, Wt, 3) in [0, 1].
     """
-    _check_sharp("target_sharp", target_sharp)
-    _check_sharp("source_sharp", source_sharp)
+    check_images("target_sharp", target_sharp)
+    check_images("source_sharp", source_sharp)
     if source_sharp.shape[0] != target_sharp.shape[0]:
         raise ValueError(
             f"source and target batches differ: {source_sharp.shape[0]} source pairs for "
@@ -149,7 +126,7 @@ def sample(
     sharp: (B, H, W, 3) in [0, 1]; k ~ N(0, scale^2), (B, *model.kernel_shape(H, W)); scale 1.2 as the
     reference. VAE models only: a model without a VAE raises ValueError.
     """
-    _check_sharp("sharp", sharp)
+    check_images("sharp", sharp)
     kernel = prior_kernels(model, key, *sharp.shape[:3], scale=scale)
     return apply_kernel(model, sharp, kernel), kernel
 

@@ -29,13 +29,18 @@ from tqdm import tqdm
 from kernelspace_jax import xla_options
 from kernelspace_jax.data import pipeline, sources
 from kernelspace_jax.devices import data_mesh
+from kernelspace_jax.io.images import image_grid, write_png
 from kernelspace_jax.kernel_space import checkpoints
 from kernelspace_jax.kernel_space.model import KernelSpaceModel, abstract_params, init_params
 from kernelspace_jax.kernel_space.vae_warm_start import widen_to_vae
 from kernelspace_jax.training import step as training
-from kernelspace_jax.training.metrics import MetricWriter, image_grid, reconstruction_metrics, write_png
+from kernelspace_jax.training.metrics import MetricWriter, reconstruction_metrics
 
 log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM / SIGINT stopped the run after it saved its latest step (with `raise_on_interrupt`)."""
 
 
 class _StopRequest:
@@ -140,8 +145,14 @@ def evaluate(model: KernelSpaceModel, batches, max_batches: int | None = None) -
     return means, examples
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> KernelSpaceModel:
-    """Trains F and G as `config` says, in `workdir`, resuming from its latest checkpoint."""
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, raise_on_interrupt: bool = False
+) -> KernelSpaceModel:
+    """Trains F and G as `config` says, in `workdir`, resuming from its latest checkpoint.
+
+    SIGTERM / SIGINT save the current step and stop the run: the model so far is returned, or with
+    `raise_on_interrupt` TrainingInterrupted is raised (the command line exits non-zero with it).
+    """
     # Devices and input.
     if config.get("distributed"):
         jax.distributed.initialize()
@@ -240,4 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Kerne
         manager.close()
         writer.close()
         progress.close()
+    if stop.signal and raise_on_interrupt:
+        step = int(state.step)
+        raise TrainingInterrupted(f"{stop.signal} received: saved step {step}; run the same command to resume")
     return KernelSpaceModel(state.params, model_config)

@@ -40,28 +40,6 @@ def reconstruction_metrics(model: KernelSpaceModel, sharp: jax.Array, blurry: ja
     }
 
 
-def image_grid(rows: list[tuple[np.ndarray, ...]], gap: int = 4) -> np.ndarray:
-    """Rows of equally sized (H, W, 3) images in [0, 1] side by side -> one uint8 picture."""
-    height, width = rows[0][0].shape[:2]
-    columns = len(rows[0])
-    canvas = np.ones((len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3), np.float32)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            top, left = r * (height + gap), c * (width + gap)
-            canvas[top : top + height, left : left + width] = np.clip(np.asarray(image, np.float32), 0, 1)
-    return np.round(canvas * 255).astype(np.uint8)
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Writes a uint8 (H, W, 3) PNG atomically (a temporary file, then a rename)."""
-    from PIL import Image
-
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 class MetricWriter:
     """Scalars to `metrics.jsonl` (one JSON object a line) and TensorBoard event files, both in `logdir`.
 

@@ -16,7 +16,7 @@ from kernelspace_jax.cli import deblur
 from kernelspace_jax.data import synthetic
 from kernelspace_jax.deblurring import dip as search
 from kernelspace_jax.deblurring import engine, files
-from kernelspace_jax.io.images import png_text, read_image
+from kernelspace_jax.io.images import png_text, read_image, to_uint8
 from tests.deblurring.test_dip_search import tiny_model
 
 # ml_collections loads config files with importlib's deprecated load_module().
@@ -55,7 +55,7 @@ def workspace(tmp_path_factory):
     names = ["a", "b", "sub/c", "sub/d"]
     for name, index in zip(names, range(4), strict=True):
         for kind, folder in (("blurry", "blur"), ("sharp", "sharp")):
-            save_png(root / folder / f"{name}.png", synthetic.to_uint8(pairs[index][kind]))
+            save_png(root / folder / f"{name}.png", to_uint8(pairs[index][kind]))
     args = ["--checkpoint", ckpt, "--output", str(root / "out"), *TINY]
     code = deblur.main(
         [*args, "--compare", "--input", str(root / "blur" / "a.png"), "--input", str(root / "blur" / "b.png")]

@@ -21,8 +21,9 @@ from kernelspace_jax.data.paired_folders import (
     scan_paired_folders,
     scan_reds,
 )
-from kernelspace_jax.data.synthetic import SyntheticBlurConfig, SyntheticPairs, to_uint8, write_paired_folders
+from kernelspace_jax.data.synthetic import SyntheticBlurConfig, SyntheticPairs, write_paired_folders
 from kernelspace_jax.data.tfds_builders import MixedSource, build, data_source
+from kernelspace_jax.io.images import to_uint8
 
 HEIGHT, WIDTH = 48, 64
 GOPRO_SEQUENCES = {"train": {"GOPR0372_07_00": 2, "GOPR0384_11_01": 1}, "test": {"GOPR0384_11_00": 2}}

@@ -17,10 +17,10 @@ from kernelspace_jax.data.synthetic import (
     rasterize_trajectory,
     region_weights,
     synthetic_pairs,
-    to_uint8,
     uniform_blur,
     write_paired_folders,
 )
+from kernelspace_jax.io.images import to_uint8
 
 # Small crops keep every record cheap; kernels still span the full default size range.
 SMALL = SyntheticBlurConfig(crop_size=(48, 40), kernel_size_range=(9, 15), seed=3)

@@ -120,7 +120,11 @@ def test_image_keys():
     np.testing.assert_array_equal(
         jax.random.key_data(synthesis.image_keys(key, 3)), jax.random.key_data(jax.random.split(key, 3))
     )
-    assert synthesis.image_keys(jax.random.PRNGKey(0), 3).shape == (3, 2)  # raw keys too
+    raw = jax.random.PRNGKey(0)  # raw uint32 keys too, returned as typed keys of the same data
+    np.testing.assert_array_equal(jax.random.key_data(synthesis.image_keys(raw, 3)), jax.random.split(raw, 3))
+    np.testing.assert_array_equal(
+        jax.random.key_data(synthesis.image_keys(jax.random.split(raw, 3), 3)), jax.random.split(raw, 3)
+    )
     with pytest.raises(ValueError, match="one per image"):
         synthesis.image_keys(jax.random.split(key, 2), 3)
 

@@ -26,6 +26,7 @@ from flax import struct
 
 from kernelspace_jax import xla_options
 from kernelspace_jax.deblurring.stylegan2.checkpoints import load_stylegan2
+from kernelspace_jax.io.files import atomic_write
 from kernelspace_jax.models.stylegan2 import Generator
 
 FIT_SEED, FIT_BATCH = 0, 10_000  # the Gaussian fit: a fixed key, mapped this many z at a time
@@ -115,12 +116,10 @@ def cached_gaussian_fit(
             echo(f"ignoring unreadable Gaussian fit cache {cache}: {error}")
     echo(f"fitting a Gaussian to the mapping network of {checkpoint} ({num_samples} samples; once, cached)")
     fit = gaussian_fit(generator, params, jax.random.key(FIT_SEED), num_samples)
-    temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
     try:
-        np.savez(temporary, **fit, checkpoint_sha256=digest, num_samples=num_samples, seed=FIT_SEED)
-        os.replace(temporary, cache)
+        with atomic_write(cache) as file:
+            np.savez(file, **fit, checkpoint_sha256=digest, num_samples=num_samples, seed=FIT_SEED)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         echo(f"could not cache the Gaussian fit in {cache}: {error}")
     return fit
 

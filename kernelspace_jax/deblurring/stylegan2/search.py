@@ -1,6 +1,6 @@
 """Domain-specific blind deblurring [domain_specific_deblur.py, DSD / DSDStyleGAN2]: a StyleGAN2 prior on x.
 
-    prior = stylegan2_prior.load_prior("stylegan2-ffhq-256.pt")   # generator + Gaussian fit of its W space
+    prior = load_prior("stylegan2-ffhq-256.pt")   # stylegan2/prior.py: generator + Gaussian fit of its W space
     result = deblur_stylegan2(model, prior, jax.random.key(0), blurry, config=configs.get("deblur_stylegan2"))
     result.sharp      # (B, S, S, 3) in [0, 1]: the x of the lowest-loss step, S = the generator's size
     result.kernel     # (B, *model.kernel_shape(S, S)): the k of that step
@@ -11,11 +11,11 @@ Per image, as the reference (each image has its own latents, noise, KernelDIP, o
 
   x = (G(lrelu_0.2(w * std + mean), noise) + 1) / 2   w (n_latent, style_dim) ~ N(0, 1); the first
       `num_trainable_noise_layers` noise maps are searched, the rest stay fixed; (mean, std) is the
-      Gaussian fit of lrelu_5(mapping(z)) (`stylegan2_prior`); G's output is not squashed
+      Gaussian fit of lrelu_5(mapping(z)) (`stylegan2/prior.py`); G's output is not squashed
   k = KernelDIP(z_k + N(0, reg_noise_std^2))          z_k ~ U(0, z_scale), fresh noise at every step
   loss = 100 * max(mean((F(x, k) - y)^2), 1e-15) + 0.1 * GEOCROSS(lrelu_0.2(w * std + mean)) + 1e-4 * |k|
 
-Steps: `num_warmup_iters` steps fit k to the warm-up kernel (MSE, `search_warmup`), then `num_epochs`
+Steps: `num_warmup_iters` steps fit k to the warm-up kernel (MSE, `deblurring/warmup.py`), then `num_epochs`
 epochs of `num_x_iters` x-steps (w and the trainable noise: Adam on the sphere, `on_sphere`, at
 x_lr * linear1cycledrop over all x-steps) and `num_k_iters` k-steps (Adam at k_lr, the warm-up's
 optimiser continued, x 0.7 every num_epochs * num_k_iters // 5 k-steps). The result is the x and k of
@@ -45,11 +45,9 @@ from kernelspace_jax import configs, xla_options
 from kernelspace_jax.deblurring.engine import (
     DeblurResult,
     all_finite,
-    check_key,
     chunking,
     count_trace,
     distribute,
-    image_keys,
     pad_for_mesh,
     run_chunks,
     scan_chunk,
@@ -59,6 +57,7 @@ from kernelspace_jax.deblurring.stylegan2.ops import geocross, lr_schedule, on_s
 from kernelspace_jax.deblurring.stylegan2.prior import StyleGAN2Prior
 from kernelspace_jax.deblurring.warmup import warmup_kernels
 from kernelspace_jax.devices import data_mesh
+from kernelspace_jax.kernel_space import inputs
 from kernelspace_jax.kernel_space.model import KernelSpaceModel
 from kernelspace_jax.models import dips
 from kernelspace_jax.models.stylegan2 import make_noise
@@ -327,10 +326,7 @@ def run_chunk(
 
 def check_images(blurry, prior: StyleGAN2Prior) -> None:
     """ValueError / TypeError unless blurry is (B, S, S, 3) floating point, S the generator's size."""
-    if getattr(blurry, "ndim", None) != 4 or blurry.shape[-1] != 3:
-        raise ValueError(f"blurry must be (batch, height, width, 3), got shape {getattr(blurry, 'shape', None)}")
-    if not jnp.issubdtype(blurry.dtype, jnp.floating):
-        raise TypeError(f"blurry must be floating point in [0, 1], got {blurry.dtype} (divide uint8 by 255)")
+    inputs.check_images("blurry", blurry)
     if tuple(blurry.shape[1:3]) != (prior.size, prior.size):
         raise ValueError(
             f"blurry images are {blurry.shape[1]}x{blurry.shape[2]} but the StyleGAN2 generator makes "
@@ -353,7 +349,7 @@ def deblur_stylegan2(
 
     Args:
       model: the kernel space (F is used, frozen; G only for the "identity" warm-up kernel).
-      prior: `stylegan2_prior.load_prior(...)`.
+      prior: `stylegan2.prior.load_prior(...)`.
       key: one key (split over the images) or one per image, (B,); an image's result depends only on it.
       config: a recipe of configs/deblur_stylegan2.py; default its reference settings.
       warmup_kernel: (B, *model.kernel_shape(S, S)) to override config.warmup_kernel.
@@ -363,11 +359,11 @@ def deblur_stylegan2(
       x; history["loss"] (B, num_warmup_iters + num_epochs * (num_x_iters + num_k_iters)) (NaN from a
       non-finite step on), "best_loss", "best_step" (-1: no main-phase step), "failed_at" (-1: none).
     """
-    check_key(key, "deblur_stylegan2(model, prior, key, blurry, ...)")
+    inputs.check_key(key, "deblur_stylegan2(model, prior, key, blurry, ...)")
     config = configs.get("deblur_stylegan2") if config is None else config
     check_images(blurry, prior)
     batch, size = blurry.shape[0], blurry.shape[1]
-    keys = image_keys(key, batch)
+    keys = inputs.image_keys(key, batch)
     if jnp.dtype(model.dtype) != jnp.dtype(config.compute_dtype):
         model = model.with_dtype(jnp.dtype(config.compute_dtype))
     settings = settings_from_config(config, model)
