@@ -23,7 +23,6 @@ skipped, so an interrupted run picks up where it stopped when run again (every f
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import functools
@@ -31,6 +30,7 @@ import glob
 import json
 import os
 import sys
+import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,11 +39,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from PIL import Image
 from tqdm import tqdm
 
 from kernelspace_jax import synthesis, xla_options
 from kernelspace_jax.assets import shipped_checkpoint_path
+from kernelspace_jax.cli import common
 from kernelspace_jax.data import pairs
 from kernelspace_jax.data.paired_folders import load_rgb8
 from kernelspace_jax.io.files import atomic_write
@@ -51,6 +53,8 @@ from kernelspace_jax.io.images import IMAGE_SUFFIXES, image_grid, to_uint8, writ
 from kernelspace_jax.io.pth import CheckpointFormatError
 from kernelspace_jax.kernel_space.checkpoints import load
 from kernelspace_jax.kernel_space.model import MIN_SIDE, KernelSpaceModel
+
+PROG = "kernelspace-synthesize"
 
 SHEET_ROWS, SHEET_COLUMNS, THUMBNAIL = 8, 6, 160
 FRAMES_PER_SEQ = 100  # output i -> <i // 100>/<i % 100>, the layout of the reference's augmented sets
@@ -275,7 +279,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def finish(
     out: Path,
     jobs: Sequence[Job],
-    args: argparse.Namespace,
+    args: types.SimpleNamespace,
     results: dict[str, Any],
     picture: str,
     rows: int,
@@ -297,11 +301,11 @@ def finish(
 # ---------------------------------------------------------------------------------------------
 
 
-def _bank_meta(args: argparse.Namespace) -> dict[str, Any]:
+def _bank_meta(args: types.SimpleNamespace) -> dict[str, Any]:
     return {"source": args.source, "num": args.num, "crop": args.crop, "seed": args.seed}
 
 
-def obtain_bank(args: argparse.Namespace, get_model: ModelLoader, path: Path) -> synthesis.KernelBank:
+def obtain_bank(args: types.SimpleNamespace, get_model: ModelLoader, path: Path) -> synthesis.KernelBank:
     """The bank of --bank, or of --source: built into `path`, or reused from there if built the same way."""
     bank_file = getattr(args, "bank", None)  # the bank command has no --bank
     if bank_file and args.source:
@@ -350,7 +354,7 @@ def obtain_bank(args: argparse.Namespace, get_model: ModelLoader, path: Path) ->
     return bank
 
 
-def cmd_bank(args: argparse.Namespace, get_model: ModelLoader) -> None:
+def cmd_bank(args: types.SimpleNamespace, get_model: ModelLoader) -> None:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out of a bank is a .npz file, got {out}")
@@ -363,11 +367,11 @@ def cmd_bank(args: argparse.Namespace, get_model: ModelLoader) -> None:
     )
 
 
-def _targets(args: argparse.Namespace):
+def _targets(args: types.SimpleNamespace):
     return open_targets(args.target, crop=args.crop, num=args.num, seed=args.seed, data_dir=args.data_dir)
 
 
-def cmd_transfer(args: argparse.Namespace, get_model: ModelLoader) -> None:
+def cmd_transfer(args: types.SimpleNamespace, get_model: ModelLoader) -> None:
     out = Path(args.out)
     targets = _targets(args)
     bank = obtain_bank(args, get_model, out / "bank.npz")
@@ -413,7 +417,7 @@ def cmd_transfer(args: argparse.Namespace, get_model: ModelLoader) -> None:
     finish(out, jobs, args, results, "contact_sheet.png", SHEET_ROWS, SHEET_COLUMNS)
 
 
-def cmd_sample(args: argparse.Namespace, get_model: ModelLoader) -> None:
+def cmd_sample(args: types.SimpleNamespace, get_model: ModelLoader) -> None:
     out = Path(args.out)
     targets = _targets(args)
     augment = synthesis.make_augmentation(get_model(), scale=args.scale)  # raises without a VAE
@@ -439,7 +443,7 @@ def cmd_sample(args: argparse.Namespace, get_model: ModelLoader) -> None:
     )
 
 
-def cmd_interpolate(args: argparse.Namespace, get_model: ModelLoader) -> None:
+def cmd_interpolate(args: types.SimpleNamespace, get_model: ModelLoader) -> None:
     out = Path(args.out)
     targets = _targets(args)
     if args.bank or args.source:
@@ -486,95 +490,92 @@ def cmd_interpolate(args: argparse.Namespace, get_model: ModelLoader) -> None:
 COMMANDS = {"bank": cmd_bank, "transfer": cmd_transfer, "sample": cmd_sample, "interpolate": cmd_interpolate}
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--checkpoint",
-        default=None,
-        help=".pth, Orbax checkpoint, or training workdir (default: the shipped model; for sample its VAE)",
-    )
-    common.add_argument("--step", type=int, default=None, help="step of a training workdir (default: latest)")
-    common.add_argument("--out", required=True, help="output folder (bank: the .npz file)")
-    common.add_argument("--seed", type=int, default=0, help="seed of all randomness (and of synthetic pairs)")
-    common.add_argument("--batch_size", type=int, default=4)
-    common.add_argument(
-        "--crop",
-        type=int,
-        default=None,
-        help="centre-crop every image to this square side (synthetic pairs: generated at it, "
-        "default 256); default: full images",
-    )
-    common.add_argument("--num", type=int, default=16, help="number of synthetic pairs")
-    common.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets"), help="TFDS folder")
+# The flags of each command: the common ones, then (name, kind, default, help, options) of its own.
+PAIRS_HELP = "synthetic[:split] | tfds:<name>:<split> | folders:<blur>:<sharp> | folder with blur/ and sharp/"
+SOURCE = [
+    ("source", "string", None, "Pairs: " + PAIRS_HELP + ".", {}),
+    ("bank", "string", None, "A kernel bank .npz (instead of --source).", {}),
+    ("fit", "enum", "resize", "How a kernel meets another image size.", {"enum_values": list(synthesis.FIT_METHODS)}),
+]
+TARGET = [("target", "string", None, "Sharp images: folder | glob | pair spec.", {})]
+PER_IMAGE = [("per_image", "integer", 1, "Outputs per target image.", {"lower_bound": 1})]
+SCALE = [("scale", "float", synthesis.DEFAULT_SCALE, "Std of prior kernels.", {})]
+COMMAND_FLAGS = {
+    "bank": [("source", "string", None, "Pairs: " + PAIRS_HELP + ".", {})],
+    "transfer": SOURCE + TARGET + PER_IMAGE,
+    "sample": TARGET + PER_IMAGE + SCALE,
+    "interpolate": [
+        *SOURCE,
+        *TARGET,
+        *SCALE,
+        ("a", "string", "0", "First end: a bank id or index.", {}),
+        ("b", "string", "1", "Second end: a bank id or index.", {}),
+        ("steps", "integer", 8, "Kernels on the path, ends included.", {"lower_bound": 2}),
+        ("method", "enum", "linear", "Interpolation.", {"enum_values": list(synthesis.INTERPOLATIONS)}),
+    ],
+}
+REQUIRED = {"bank": ("out", "source"), "transfer": ("out", "target"), "sample": ("out", "target")}
+REQUIRED["interpolate"] = REQUIRED["transfer"]
 
-    source = argparse.ArgumentParser(add_help=False)
-    source.add_argument(
-        "--source",
-        default=None,
-        help="pairs: synthetic[:split] | tfds:<name>:<split> | folders:<blur>:<sharp> | folder with blur/ and sharp/",
-    )
-    source.add_argument("--bank", default=None, help="a kernel bank .npz (instead of --source)")
-    source.add_argument(
-        "--fit",
-        choices=synthesis.FIT_METHODS,
-        default="resize",
-        help="how a kernel meets another image size (default resize)",
-    )
-    target = argparse.ArgumentParser(add_help=False)
-    target.add_argument("--target", required=True, help="sharp images: folder | glob | pair spec")
-    per_image = argparse.ArgumentParser(add_help=False)
-    per_image.add_argument("--per_image", type=int, default=1, help="outputs per target image")
-    scale = argparse.ArgumentParser(add_help=False)
-    scale.add_argument("--scale", type=float, default=synthesis.DEFAULT_SCALE, help="std of prior kernels")
 
-    parser = argparse.ArgumentParser(
-        prog="kernelspace-synthesize",
-        description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _flags(command: str) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        ".pth, Orbax checkpoint, or training workdir (default: the shipped model; for sample its VAE).",
+        flag_values=fv,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    bank = commands.add_parser("bank", parents=[common], help="extract the kernels of a paired dataset once")
-    bank.add_argument("--source", required=True, help="pairs (see --help)")
-    commands.add_parser(
-        "transfer",
-        parents=[common, source, target, per_image],
-        help="blur target images with kernels of source pairs",
+    flags.DEFINE_integer("step", None, "Step of a training workdir (default: latest).", flag_values=fv)
+    flags.DEFINE_string("out", None, "Output folder (bank: the .npz file).", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of all randomness (and of synthetic pairs).", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 4, "Images per compiled call.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer(
+        "crop",
+        None,
+        "Centre-crop every image to this square side (synthetic pairs: generated at it, default 256); "
+        "default: full images.",
+        lower_bound=MIN_SIDE,
+        flag_values=fv,
     )
-    commands.add_parser(
-        "sample",
-        parents=[common, target, per_image, scale],
-        help="blur target images with kernels from the VAE prior",
-    )
-    interp = commands.add_parser(
-        "interpolate",
-        parents=[common, source, target, scale],
-        help="blur target images along a path between two kernels",
-    )
-    interp.add_argument("--a", default="0", help="first end: a bank id or index (default 0)")
-    interp.add_argument("--b", default="1", help="second end: a bank id or index (default 1)")
-    interp.add_argument("--steps", type=int, default=8, help="kernels on the path, ends included")
-    interp.add_argument("--method", choices=synthesis.INTERPOLATIONS, default="linear")
-    return parser
+    flags.DEFINE_integer("num", 16, "Number of synthetic pairs.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS folder.", flag_values=fv)
+    for name, kind, default, help_text, options in COMMAND_FLAGS[command]:
+        getattr(flags, f"DEFINE_{kind}")(name=name, default=default, help=help_text, flag_values=fv, **options)
+    return fv
+
+
+def _usage() -> str:
+    return __doc__ + "\ncommands: " + ", ".join(COMMANDS) + " (kernelspace-synthesize COMMAND --help: its flags)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    for name in ("batch_size", "per_image", "num"):
-        if getattr(args, name, 1) < 1:
-            print(f"error: --{name} must be at least 1", file=sys.stderr)
-            return 2
-    if args.crop is not None and args.crop < MIN_SIDE:
-        print(f"error: --crop must be at least {MIN_SIDE}", file=sys.stderr)
-        return 2
+    """Runs one command (bank, transfer, sample, interpolate); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        if command not in COMMANDS:
+            if "--help" in argv or "-h" in argv:
+                print(f"usage: {PROG} COMMAND [flags]\n\n{_usage()}")
+                return 0
+            raise common.UsageError(f"the first argument must be a command: {', '.join(COMMANDS)}; got {command!r}")
+        fv = _flags(command)
+        argv.remove(command)
+        common.parse(fv, argv, prog=f"{PROG} {command}", doc=__doc__)
+        missing = [f"--{name}" for name in REQUIRED[command] if fv[name].value is None]
+        if missing:
+            raise common.UsageError(f"{command} needs {' and '.join(missing)}")
+    except common.HelpShown:
+        return 0
+    except common.UsageError as error:
+        return common.usage_error(PROG, error)
+    args = types.SimpleNamespace(command=command, **{name: fv[name].value for name in fv})
     try:
         # Orbax refuses relative paths (kernelspace_jax.load passes them on as they are).
-        args.checkpoint = os.fspath(args.checkpoint or shipped_checkpoint_path(vae=args.command == "sample"))
-        COMMANDS[args.command](args, functools.cache(lambda: load(os.path.abspath(args.checkpoint), step=args.step)))
-    except (CheckpointFormatError, FileNotFoundError, ValueError, KeyError, TypeError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        args.checkpoint = os.fspath(args.checkpoint or shipped_checkpoint_path(vae=command == "sample"))
+        COMMANDS[command](args, functools.cache(lambda: load(os.path.abspath(args.checkpoint), step=args.step)))
+    except (CheckpointFormatError, OSError, ValueError, KeyError, TypeError) as error:
+        return common.input_error(error)
     return 0
 
 

@@ -24,6 +24,13 @@ BAD = [
     ("kernelspace-train", ["--config", "synthetic_tiny"], 2, "--config and --workdir are required"),
     ("kernelspace-train", ["--config", "no_such_recipe", "--workdir", "w"], 2, "no_such_recipe"),
     ("kernelspace-deblur", ["--no_such_flag"], 2, "Unknown command line flag"),
+    ("kernelspace-evaluate", [], 2, "--checkpoint is required"),
+    ("kernelspace-evaluate", ["--checkpoint", "c", "--crop", "20"], 2, "--crop=20: 20 is not integer >= 32"),
+    ("kernelspace-evaluate", ["--checkpoint", "missing_ckpt"], 1, "no checkpoint at"),
+    ("kernelspace-evaluate", ["--checkpoint", "c", "--data", "nowhere:x"], 1, "--data"),
+    ("kernelspace-synthesize", [], 2, "the first argument must be a command"),
+    ("kernelspace-synthesize", ["transfer", "--out", "o"], 2, "transfer needs --target"),
+    ("kernelspace-synthesize", ["sample", "--out", "o", "--target", "t", "--per_image", "0"], 2, "--per_image=0"),
     ("kernelspace-deblur", ["--output", "out"], 1, "no --input given"),
 ]
 
@@ -39,7 +46,7 @@ def test_console_scripts_are_the_commands():
 def test_help(command, capsys):
     assert importlib.import_module(COMMANDS[command]).main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: {command}") and "flags:" in out
+    assert out.startswith(f"usage: {command}") and ("flags:" in out or "commands:" in out)
 
 
 @pytest.mark.parametrize(("command", "argv", "status", "says"), BAD, ids=[f"{c} {' '.join(a)}" for c, a, *_ in BAD])
