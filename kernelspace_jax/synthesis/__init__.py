@@ -3,10 +3,10 @@
     from kernelspace_jax import synthesis
     blurry, kernel = synthesis.transfer(model, key, source_sharp, source_blurry, target_sharp)
     blurry, kernel = synthesis.sample(model, key, sharp)                # VAE models: k ~ N(0, 1.2^2)
-    path = synthesis.interpolate(kernel_a, kernel_b, 8, "spherical")    # (8, *kernel_a.shape)
+    path = synthesis.interpolate(kernel_a, kernel_b, 8, method="spherical")   # (8, *kernel_a.shape)
     bank = synthesis.build_bank(model, pairs, batch_size=8, crop=256)   # G over a dataset, once
-    synthesis.save_bank(bank, "bank.npz"); bank = synthesis.load_bank("bank.npz", model)
-    augment = synthesis.make_augmentation(model, bank)                  # or bank=None: the prior
+    synthesis.save_bank(bank, "bank.npz"); bank = synthesis.load_bank("bank.npz", model=model)
+    augment = synthesis.make_augmentation(model, bank=bank)             # or no bank: the VAE prior
     blurry = augment(key, sharp)                                        # inside your jitted step
 
 Images are NHWC floats in [0, 1] of any size with sides >= 32; kernels are (B, h, w, kernel_dim) as
@@ -16,13 +16,7 @@ Randomness comes only from `key`: one PRNG key for the batch, or a (B,) array of
 with per-image keys image i depends on keys[i] alone, not on the batch it is in. One key is split
 into B per-image keys, so `f(key, x)` equals `f(jax.random.split(key, B), x)`.
 
-A kernel extracted at one image size is applied to another by `fit_kernel`: the (h, w) grid of
-latent cells, one per 128x128 pixels, is resized bilinearly to the target's grid, so a blur that
-varies over the source frame varies the same way over the target frame, and each cell's blur (in
-pixels) is kept; G is not run again on a resized pair, which would rescale the blur. On held-out
-non-uniform synthetic blurs with true PSFs standing in for the cells, resizing reproduces the
-target's blur better than the spatial mean or tiling the grid (`python benchmarks/synthesis.py
---fit-check`; figures in docs/benchmarks.md).
+A kernel extracted at one image size meets another by `fit_kernel` (kernels.py says how).
 """
 
 from kernelspace_jax.kernel_space.inputs import image_keys
