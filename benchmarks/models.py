@@ -154,7 +154,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--stock-xla",
         action="store_true",
-        help="compile with XLA's default CPU options (by default this script turns XLA:CPU's YNNPACK fusions off)",
+        help="compile with no compiler options, as a user's plain jax.jit (importing kernelspace_jax still sets its "
+        "XLA_FLAGS; KERNELSPACE_JAX_XLA_FLAGS=0 in the environment gives XLA's stock CPU settings)",
     )
     parser.add_argument("--skip-counts", action="store_true", help="skip the parameter-count table")
     args = parser.parse_args(argv)
@@ -184,7 +185,7 @@ def main(argv=None) -> None:
         return optax.apply_updates(params, updates), opt_state, loss
 
     opts = None if args.stock_xla else xla_options.compiler_options()
-    print(f"compiler options: {opts}\n")
+    print(f"compiler options: {opts}; XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}\n")
     g = jax.jit(lambda p, x, y: extract(p, x, y, config=cfg), compiler_options=opts)
     f = jax.jit(lambda p, x, k: blur(p, x, k, config=cfg), compiler_options=opts)
     step = jax.jit(train_step, donate_argnums=(0, 1), compiler_options=opts)

@@ -9,6 +9,10 @@
 Argument order everywhere: models first, then the PRNG key, then arrays; options are keyword-only.
 """
 
+from kernelspace_jax import xla_options
+
+xla_options.set_process_flags()  # before anything starts jax's backends
+
 from kernelspace_jax import configs, synthesis
 from kernelspace_jax.assets import load_shipped
 from kernelspace_jax.deblurring.dip import deblur
@@ -28,10 +32,12 @@ from kernelspace_jax.kernel_space.model import (
     padded_size,
     sample,
 )
+from kernelspace_jax.kernel_space.operator import BlurOperator
 from kernelspace_jax.synthesis import build_bank, interpolate, load_bank, make_augmentation, save_bank, transfer
 
 __all__ = [
     "MIN_SIDE",
+    "BlurOperator",
     "DeblurResult",
     "KernelSpaceConfig",
     "KernelSpaceModel",

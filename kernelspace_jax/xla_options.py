@@ -4,11 +4,17 @@ XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK, whose kernels for these sha
 with 128-256 px windows above all) run several times slower than Eigen's, and so does the whole
 training step (figures in docs/benchmarks.md). `jit` compiles with
 `{"xla_cpu_experimental_ynn_fusion_type": ""}` on a CPU backend whose XLA knows the option, and with
-nothing elsewhere. Users who jit F and G in their own code get the same with
+nothing elsewhere.
+
+Users who jit F and G in their own code need to do nothing: `import kernelspace_jax` runs
+`set_process_flags()`, which adds --xla_cpu_experimental_ynn_fusion_type= to XLA_FLAGS when jax has
+not started its backends yet and the installed jaxlib is one whose XLA is known to take the flag
+(XLA stops a process over a flag it does not know). It touches nothing when the flag is there
+already, when KERNELSPACE_JAX_XLA_FLAGS=0 (the opt-out), or on another jaxlib; when the CPU backend
+had started before the import, it warns once and names the two ways around it: import kernelspace_jax
+before running any jax computation, or jit with
 
     jax.jit(fn, compiler_options=kernelspace_jax.xla_options.compiler_options())
-
-or for a whole process with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= (set before jax starts).
 """
 
 from __future__ import annotations
@@ -18,6 +24,40 @@ import functools
 import jax
 
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+PROCESS_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+OPT_OUT = "KERNELSPACE_JAX_XLA_FLAGS"  # "0": leave XLA_FLAGS as it is
+KNOWN_JAXLIB = ((0, 10),)  # (major, minor) of the jaxlib releases whose XLA was checked to take the flag
+
+
+def set_process_flags() -> str:
+    """Adds PROCESS_FLAG to XLA_FLAGS for this process if it can still take effect (see the module doc).
+
+    Returns what happened: "set", "present", "opted out", "other jaxlib" or "too late".
+    """
+    import os
+    import warnings
+
+    import jaxlib
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if PROCESS_FLAG.strip("-=") in flags:
+        return "present"
+    if os.environ.get(OPT_OUT, "1") == "0":
+        return "opted out"
+    if tuple(int(p) for p in jaxlib.__version__.split(".")[:2]) not in KNOWN_JAXLIB:
+        return "other jaxlib"
+    if xla_bridge.backends_are_initialized():
+        if jax.default_backend() == "cpu":
+            warnings.warn(
+                "jax started its CPU backend before kernelspace_jax was imported, so XLA_FLAGS could not be set: "
+                "F and G inside your own jax.jit will use XLA:CPU's slower YNNPACK convolutions. Import "
+                "kernelspace_jax first, or jit with compiler_options=kernelspace_jax.xla_options.compiler_options()",
+                stacklevel=3,
+            )
+        return "too late"
+    os.environ["XLA_FLAGS"] = f"{flags} {PROCESS_FLAG}".strip()
+    return "set"
 
 
 @functools.cache

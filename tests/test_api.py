@@ -10,6 +10,7 @@ import kernelspace_jax as ksj
 
 PUBLIC = {
     "MIN_SIDE",
+    "BlurOperator",
     "DeblurResult",
     "KernelSpaceConfig",
     "KernelSpaceModel",
