@@ -8,6 +8,7 @@ Exit status: 0 done, 1 bad input (a file, a checkpoint, a value the command cann
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -46,6 +47,30 @@ def parse(
         want = " ".join(name.upper() for name in positionals) or "no positional arguments"
         raise UsageError(f"expected {want}, got {rest or 'none'}")
     return rest
+
+
+CACHE_ENV = "KERNELSPACE_JAX_CACHE"  # the commands' compilation cache folder, or "0" for none
+
+
+def enable_compilation_cache() -> str | None:
+    """Turns on jax's persistent compilation cache for a command, so a second run starts at once.
+
+    The folder is $KERNELSPACE_JAX_CACHE, else $XDG_CACHE_HOME/kernelspace_jax/xla (default
+    ~/.cache/kernelspace_jax/xla); KERNELSPACE_JAX_CACHE=0 turns it off, and a cache folder already set
+    in jax's config (JAX_COMPILATION_CACHE_DIR) is kept. Returns the folder in use, or None.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    folder = os.environ.get(CACHE_ENV)
+    if folder == "0":
+        return None
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(base, "kernelspace_jax", "xla")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
 
 
 def define_verbosity(fv: flags.FlagValues) -> None:

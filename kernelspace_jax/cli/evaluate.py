@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except common.UsageError as error:
         return common.usage_error(PROG, error)
+    common.enable_compilation_cache()
     from kernelspace_jax.training.loop import evaluate
 
     try:

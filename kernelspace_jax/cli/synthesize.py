@@ -569,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except common.UsageError as error:
         return common.usage_error(PROG, error)
+    common.enable_compilation_cache()
     args = types.SimpleNamespace(command=command, **{name: fv[name].value for name in fv})
     try:
         # Orbax refuses relative paths (kernelspace_jax.load passes them on as they are).

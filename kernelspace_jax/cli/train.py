@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (common.UsageError, flags.Error, AttributeError, TypeError, ValueError, OSError) as error:
         return common.usage_error(PROG, error)
+    common.enable_compilation_cache()
     from kernelspace_jax.training.loop import TrainingInterrupted, train_and_evaluate
 
     common.setup_logging(fv.verbosity)

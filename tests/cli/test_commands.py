@@ -3,8 +3,13 @@ with one line on stderr and no traceback; the console scripts name these command
 
 import importlib
 import importlib.metadata
+import os
+import subprocess
+import sys
 
 import pytest
+
+from kernelspace_jax.cli import common
 
 COMMANDS = {
     "kernelspace-train": "kernelspace_jax.cli.train",
@@ -56,3 +61,28 @@ def test_bad_command_lines(command, argv, status, says, capsys, tmp_path, monkey
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+CACHE_CHECK = """
+import jax, jax.numpy as jnp
+from kernelspace_jax.cli import common
+folder = common.enable_compilation_cache()
+jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()
+print(folder)
+"""
+
+
+@pytest.mark.parametrize("setting", ["default", "off"])
+def test_commands_cache_their_compilations(setting, tmp_path):
+    """A second run starts at once: the commands turn on jax's persistent cache under the user's cache
+    folder, unless KERNELSPACE_JAX_CACHE=0 or jax already has a cache folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "KERNELSPACE_JAX"))}
+    env.update(XDG_CACHE_HOME=str(tmp_path), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    if setting == "off":
+        env[common.CACHE_ENV] = "0"
+    result = subprocess.run([sys.executable, "-c", CACHE_CHECK], env=env, capture_output=True, text=True, check=True)
+    folder = tmp_path / "kernelspace_jax" / "xla"
+    if setting == "off":
+        assert result.stdout.strip() == "None" and not folder.exists()
+    else:
+        assert result.stdout.strip() == str(folder) and any(folder.iterdir())
