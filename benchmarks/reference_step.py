@@ -1,4 +1,6 @@
-"""Times one step of the reference's generic deblurring (PyTorch), for `deblur.py --reference-step-s`.
+"""Times one step of the reference (PyTorch): its generic deblurring (`--what deblur`, for
+`benchmarks/deblur.py --reference-step-s`) or its kernel-space training (`--what train`, for
+`benchmarks/models.py`).
 
 Needs PyTorch (not a dependency of this project) and a checkout of the authors' repository
 (VinAIResearch/blur-kernel-space-exploring). Runs the body of `JointDeblur.deblur`'s first-half
@@ -8,6 +10,11 @@ torchvision's `vgg19` is replaced by the same layers built with `torch.nn` and `
 no-op, so neither torchvision nor a GPU nor a download is needed.
 
     python benchmarks/reference_step.py --repo /path/to/blur-kernel-space-exploring --threads 2
+    python benchmarks/reference_step.py --repo ... --threads 2 --what train --batch 2
+
+`--what train` is `ImageBaseModel.optimize_parameters` of the released woVAE KernelWizard: G(x, y),
+F(x, k), the Charbonnier sum, backward and an Adam step (lr 1e-4, betas 0.9, 0.99), as
+benchmarks/models.py times ours.
 """
 
 import argparse
@@ -94,11 +101,46 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after 2 untimed)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--what", choices=("deblur", "train"), default="deblur", help="which step")
+    parser.add_argument("--batch", type=int, default=2, help="images per training step (--what train)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     m = build(args.repo, args.size)
+    step = _train_step(m["wizard"], args) if args.what == "train" else _deblur_step(m, args)
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.what} step, {args.size}x{args.size}: "
+        f"median {statistics.median(times):.2f} s per step over {args.steps} "
+        f"(min {min(times):.2f}, max {max(times):.2f})"
+    )
+
+
+def _train_step(wizard, args):
+    for p in wizard.parameters():
+        p.requires_grad = True
+    optimizer = torch.optim.Adam(wizard.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    sharp = torch.rand(args.batch, 3, args.size, args.size)
+    blurry = torch.rand(args.batch, 3, args.size, args.size)
+
+    def step():
+        optimizer.zero_grad()
+        mean, sigma = wizard(sharp, blurry)
+        fake = wizard.adaptKernel(sharp, mean + sigma * torch.randn_like(mean))
+        torch.sum(torch.sqrt((fake - blurry) ** 2 + 1e-6)).backward()
+        optimizer.step()
+
+    return step
+
+
+def _deblur_step(m, args):
     x_opt = torch.optim.Adam(m["x_dip"].parameters(), lr=5e-4)
     k_opt = torch.optim.Adam(m["k_dip"].parameters(), lr=5e-4)
     zx = 0.1 * torch.rand(1, 8, args.size, args.size)
@@ -117,18 +159,7 @@ def main():
         x_opt.step()
         k_opt.step()
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size}x{args.size}: "
-        f"median {statistics.median(times):.2f} s per step over {args.steps} "
-        f"(min {min(times):.2f}, max {max(times):.2f})"
-    )
+    return step
 
 
 if __name__ == "__main__":
