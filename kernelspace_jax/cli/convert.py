@@ -5,7 +5,8 @@
 PyTorch is not needed: the `.pth` is read with a restricted unpickler that refuses code. The
 architecture is inferred from the tensor shapes and written beside the parameters, so
 `kernelspace_jax.load(OUT_DIR)` needs nothing else. --overwrite replaces OUT_DIR only if it is a
-checkpoint written by this package.
+checkpoint written by this package. OUT_DIR gets a checksums.json (the SHA-256 of each of its files),
+which `kernelspace_jax.load` verifies before it restores anything.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load(pth)
         path = save(model, out_dir, overwrite=fv.overwrite)
-    except (CheckpointFormatError, FileNotFoundError, FileExistsError) as error:
+    except (CheckpointFormatError, OSError) as error:  # a damaged input, an output folder that cannot be written
         return common.input_error(error)
     except ValueError as error:  # Orbax refuses to overwrite an existing folder
         return common.input_error(ValueError(f"{error} (use --overwrite to replace it)"))

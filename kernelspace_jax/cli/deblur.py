@@ -9,9 +9,10 @@
         --input faces/ --output out/                           # 256x256 faces, StyleGAN2 prior
 
 Writes out/<name>.png (sharp), out/<name>_reblurred.png (F(x, k)) and, with --compare,
-out/<name>_compare.png; images already done are skipped. With --sharp, prints PSNR/SSIM per image and
-their mean beside the blurry input's. Search settings: configs/deblur_generic.py, or with --prior stylegan2
-configs/deblur_stylegan2.py (--config.<field>=...).
+out/<name>_compare.png; images already done are skipped. Settings, inputs and ground truth are all
+checked before the first search; an image whose result is not finite is not written (exit status 1).
+With --sharp, prints PSNR/SSIM per image and their mean beside the blurry input's. Search settings:
+configs/deblur_generic.py, or with --prior stylegan2 configs/deblur_stylegan2.py (--config.<field>=...).
 """
 
 from __future__ import annotations
@@ -60,12 +61,18 @@ def _flags(argv: list[str]) -> flags.FlagValues:
         "Kernel space: an authors' .pth, an Orbax folder or a training workdir (default: the shipped model).",
         flag_values=fv,
     )
-    flags.DEFINE_integer("batch-size", 1, "Images per compiled search (same padded size).", flag_values=fv)
+    flags.DEFINE_integer(
+        "batch-size", 1, "Images per compiled search (same padded size).", lower_bound=1, flag_values=fv
+    )
     flags.DEFINE_string(
         "stylegan2", None, "With --prior stylegan2: a rosinality StyleGAN2 checkpoint (.pt with g_ema).", flag_values=fv
     )
     flags.DEFINE_integer(
-        "iters", None, "Main-phase iterations (config.num_iters); epochs with --prior stylegan2.", flag_values=fv
+        "iters",
+        None,
+        "Main-phase iterations (config.num_iters); epochs with --prior stylegan2.",
+        lower_bound=1,
+        flag_values=fv,
     )
     flags.DEFINE_integer("seed", 0, "Seed; image keys are fold_in(key(seed), crc32(name)).", flag_values=fv)
     flags.DEFINE_string(
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (common.UsageError, flags.Error, AttributeError, TypeError, ValueError, OSError) as error:
         return common.usage_error(PROG, error)
+    common.enable_compilation_cache()
     from kernelspace_jax.deblurring import files
 
     try:

@@ -2,6 +2,10 @@
 
 kernelspace-train --config synthetic_tiny --workdir runs/tiny      # an installed recipe, by name
 python train.py --config configs/gopro_wvae.py --workdir runs/gopro_wvae --config.data.batch_size=16
+
+A config or workdir the run cannot use (data.batch_size < 1, an unknown data.kind, model fields of no
+architecture, a --workdir that is a file, resuming with another data.worker_count than the checkpoint's)
+is refused before anything is compiled: one line on stderr, exit status 1.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def _flags(argv: list[str]) -> flags.FlagValues:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Trains as the flags say; returns the exit status (2: bad flags)."""
+    """Trains as the flags say; returns the exit status (1: a config value, workdir, checkpoint or data
+    that the run cannot use, or a non-finite loss; 2: bad flags; 130: interrupted after saving)."""
     argv = configs.resolve_argv([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
     try:
         fv = _flags(argv)
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return common.usage_error(PROG, error)
     common.enable_compilation_cache()
     from kernelspace_jax.training.loop import TrainingInterrupted, train_and_evaluate
+    from kernelspace_jax.training.step import NonFiniteLossError
 
     common.setup_logging(fv.verbosity)
     try:
@@ -53,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stopped:
         print(f"stopped: {stopped}", file=sys.stderr)
         return 130
+    # Config values, checkpoints (CheckpointFormatError is a ValueError), data and workdirs the run
+    # cannot use, and a loss gone non-finite (the last good checkpoint kept): one line, not a traceback.
+    except (ValueError, OSError, NonFiniteLossError) as error:
+        return common.input_error(error)
     return 0
 
 

@@ -15,6 +15,8 @@ Every image is decoded once, so the report catches files that only fail past the
     different sizes and unreadable files are *bad*: the scan raises `BadPairsError` with the report
     unless `skip_bad=True`, which drops those pairs and logs the report;
   - anything other than an 8-bit RGB PNG is *converted* by `load_rgb8` (listed in the report, kept).
+Images are read upright: an EXIF Orientation tag (JPEG, PNG, TIFF, WebP) is applied as Pillow's
+`ImageOps.exif_transpose` applies it, and sizes are those of the upright image.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ UNREADABLE = "unreadable image"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 _SIXTEEN_BIT_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L")
+_ORIENTATION = 0x0112  # the EXIF Orientation tag; 5-8 turn the image by 90 degrees
 # Decoding releases the GIL, so threads overlap it; more than a few only fight over the disk.
 _SCAN_THREADS = min(8, os.cpu_count() or 1)
 
@@ -116,6 +119,26 @@ def describe_image_file(image: Image.Image, path: Path) -> str | None:
     return f"{depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')}{alpha}"
 
 
+def orientation(image: Image.Image) -> int:
+    """The EXIF Orientation (1-8) still to apply to an opened image; 1 (upright) without one.
+
+    Loads the image first: a PNG may carry its eXIf chunk after the pixels, and Pillow's TIFF reader
+    turns the image upright on load (and drops the tag), so only after load() does this say what
+    `ImageOps.exif_transpose` will do."""
+    image.load()
+    try:
+        value = int(image.getexif().get(_ORIENTATION, 1))
+    except (TypeError, ValueError):  # a malformed tag: exif_transpose ignores it too
+        return 1
+    return value if 2 <= value <= 8 else 1
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) of an opened image once turned upright by its EXIF Orientation (loads it)."""
+    width, height = image.size
+    return (width, height) if orientation(image) in (5, 6, 7, 8) else (height, width)
+
+
 def _to_rgb8(image: Image.Image) -> np.ndarray:
     if image.mode in _SIXTEEN_BIT_GRAY_MODES:
         # Pillow would clip these to 255 in convert("RGB"); take the high byte as for 16-bit colour.
@@ -129,21 +152,27 @@ def load_rgb8(path: str | os.PathLike) -> np.ndarray:
 
     grayscale -> R = G = B; palette -> its colours; alpha (RGBA, gray+alpha, tRNS) -> dropped,
     colours kept as stored (no compositing); 16-bit samples v -> v >> 8 (the high byte, what Pillow
-    gives for 16-bit colour PNGs). Raises what Pillow raises for unreadable files.
+    gives for 16-bit colour PNGs). An EXIF Orientation turns the image upright (`ImageOps.exif_transpose`):
+    a 96x64 (WxH) photo stored with orientation 6 is read as (96, 64, 3). Raises what Pillow raises for
+    unreadable files.
     """
     with Image.open(path) as image:
+        if orientation(image) != 1:
+            ImageOps.exif_transpose(image, in_place=True)
         return _to_rgb8(image)
 
 
 def png_for_tfds(path: str | os.PathLike) -> Path | bytes:
-    """The file itself if it is an 8-bit RGB PNG, else PNG bytes of `load_rgb8(path)`.
+    """The file itself if it is an 8-bit RGB PNG stored upright, else PNG bytes of `load_rgb8(path)`.
 
     Either form is what `tfds.features.Image` stores without TensorFlow (numpy arrays need it).
     """
     path = Path(path)
     with Image.open(path) as image:
-        if describe_image_file(image, path) is None:
+        if describe_image_file(image, path) is None and orientation(image) == 1:
             return path
+        if orientation(image) != 1:
+            ImageOps.exif_transpose(image, in_place=True)
         buffer = io.BytesIO()
         Image.fromarray(_to_rgb8(image)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -161,7 +190,7 @@ def _inspect(path: Path) -> _FileInfo:
     try:
         with Image.open(path) as image:
             image.load()  # truncated or corrupt data often passes the header
-            return _FileInfo(image.height, image.width, describe_image_file(image, path))
+            return _FileInfo(*upright_size(image), describe_image_file(image, path))
     except Exception as error:  # any decoder failure makes the file unusable, whatever its kind
         return _FileInfo(error=f"{type(error).__name__}: {error}")
 

@@ -6,7 +6,13 @@ For every input image <name> the output folder gets
   <name>_compare.png    blurry | sharp | reblurred, with `compare`
 and a line in deblur_log.jsonl. The PNGs carry text chunks saying how they were made (objective,
 iterations, seed, checkpoint, status, which output). Images already done are skipped, so an interrupted
-run resumes.
+run resumes. A search that went non-finite writes its last finite x ("stopped at step S"); a result that
+is itself not finite (NaN/inf in x or F(x, k)) is never written: the image is logged as "failed:
+non-finite result", stays not done, and `run` exits 1 after the other images.
+
+Everything is checked before the first search (`run`): the search settings (`check_search_config`), the
+inputs (each decoded once, `inspect_inputs`), and with ground truth its files and sizes
+(`check_ground_truth`).
 
 Nothing of the user's is overwritten: an output folder that is, contains or lies inside an input is
 refused before anything is read or written; PNGs that this program wrote are never taken as inputs; a
@@ -25,7 +31,9 @@ import dataclasses
 import itertools
 import json
 import os
+import sys
 import time
+import types
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,9 +44,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from kernelspace_jax.deblurring import dip
 from kernelspace_jax.deblurring.dip import deblur, resolve_objective
+from kernelspace_jax.deblurring.stylegan2 import search as stylegan2_search
 from kernelspace_jax.deblurring.stylegan2.prior import StyleGAN2Prior
 from kernelspace_jax.deblurring.stylegan2.search import deblur_stylegan2, objective_name
+from kernelspace_jax.io.files import atomic_write
 from kernelspace_jax.io.images import (
     IMAGE_SUFFIXES,
     ImageInputError,
@@ -61,6 +72,59 @@ PRIORS = ("generic", "stylegan2")
 # config fields recorded in the outputs, those of either search's config
 TEXT_FIELDS = ("update_mode", "num_iters", "num_warmup_iters", "num_epochs", "num_x_iters", "num_k_iters")
 TEXT_FIELDS += ("warmup_kernel", "kernel_crop", "compute_dtype")
+FAILED = "failed: non-finite result"  # the status of an image whose result is not written
+# A search's steps in all (warm-up included) at most: its step counters are int32 and its loss history
+# keeps 4 bytes per step and image; ten million steps are days of search on any device.
+MAX_STEPS = 10_000_000
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def search_steps(config: ml_collections.ConfigDict, prior: str = "generic") -> int:
+    """The number of steps a search with `config` runs (warm-up included)."""
+    if prior == "stylegan2":
+        return config.num_warmup_iters + config.num_epochs * (config.num_x_iters + config.num_k_iters)
+    return config.num_warmup_iters + config.num_iters
+
+
+def check_search_config(
+    config: ml_collections.ConfigDict,
+    prior: str = "generic",
+    has_vgg: bool = False,
+    model: KernelSpaceModel | None = None,
+) -> None:
+    """Raises ValueError (one line) for search settings the search would fail on or misuse later.
+
+    The search's own rules (`settings_from_config` of dip.py or stylegan2/search.py; before the model is
+    loaded with a stand-in for it, whose kernel_dim the KernelDIP check then skips), then those the
+    searches meet only while running: compute_dtype one of COMPUTE_DTYPES, lr_decays (k_lr_decays with
+    the StyleGAN2 prior) >= 1, at most MAX_STEPS steps. Cheap: nothing is loaded or compiled.
+    """
+    stand_in = model if model is not None else types.SimpleNamespace(config=types.SimpleNamespace(kernel_dim=1))
+    try:
+        if prior == "stylegan2":
+            stylegan2_search.settings_from_config(config, stand_in)
+        else:
+            dip.settings_from_config(config, stand_in, has_vgg)
+    except (TypeError, ValueError, AttributeError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ValueError(f"search config: {message}") from None
+    try:
+        dtype = jnp.dtype(config.compute_dtype).name
+    except TypeError:
+        dtype = None
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"search config: compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {config.compute_dtype!r}"
+        )
+    decays = "k_lr_decays" if prior == "stylegan2" else "lr_decays"
+    if config[decays] < 1:
+        raise ValueError(
+            f"search config: {decays} must be >= 1 (the learning rate falls {decays} times over the search), "
+            f"got {config[decays]}"
+        )
+    steps = search_steps(config, prior)
+    if steps > MAX_STEPS:
+        raise ValueError(f"search config: {steps} search steps in all, above the limit of {MAX_STEPS}")
 
 
 def output_paths(output: Path, name: str) -> dict[str, Path]:
@@ -161,7 +225,8 @@ def image_key(seed: int, name: str) -> jax.Array:
 def inspect_inputs(
     inputs: Sequence[tuple[str, Path]], max_pixels: int, skip_bad: bool, echo: Callable[[str], None]
 ) -> list[InputImage]:
-    """Checks every input's header and size; raises ImageInputError listing all bad ones unless skip_bad."""
+    """Checks every input's size and decodes it once (`inspect_image`); raises ImageInputError listing all
+    bad ones unless skip_bad, which skips them."""
     good, bad, ours = [], [], []
     for name, path in inputs:
         if is_deblur_output(path):
@@ -234,10 +299,13 @@ def deblur_files(
     echo: Callable[[str], None] = print,
     stylegan2: StyleGAN2Prior | None = None,
     stylegan2_checkpoint: str = "",
+    inspected: Sequence[InputImage] | None = None,
 ) -> list[dict]:
     """Deblurs (name, file) inputs into `output` (see the module docstring); returns one record per
-    image deblurred now: name, status ("ok" or "stopped at step S"), seconds, loss. With a `stylegan2`
-    prior the search is `deblur_stylegan2` (config: configs/deblur_stylegan2.py), on images of its size."""
+    image searched now: name, status ("ok", "stopped at step S" or FAILED: nothing written), seconds,
+    loss. With a `stylegan2` prior the search is `deblur_stylegan2` (config: configs/deblur_stylegan2.py),
+    on images of its size. `inspected`: `inspect_inputs(inputs, ...)` already run (by `run`, before it
+    loads the model), so that the inputs are not decoded twice."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     output = Path(output)
@@ -245,7 +313,7 @@ def deblur_files(
         info = RunInfo(checkpoint, seed, config, resolve_objective(config, vgg_params is not None).name)
     else:
         info = RunInfo(checkpoint, seed, config, objective_name(config), stylegan2_checkpoint or "given")
-    images = inspect_inputs(inputs, config.max_pixels, skip_bad, echo)
+    images = list(inspected) if inspected is not None else inspect_inputs(inputs, config.max_pixels, skip_bad, echo)
     if stylegan2 is not None:
         images = _generator_sized(images, stylegan2.size, skip_bad, echo)
     todo = [image for image in images if overwrite or not is_done(output, image.name)]
@@ -283,11 +351,15 @@ def deblur_files(
         for i, (image, pixels) in enumerate(loaded):
             failed_at = int(result.history["failed_at"][i])
             status = "ok" if failed_at < 0 else f"stopped at step {failed_at}"
-            if failed_at >= 0:
-                echo(f"{image.name}: the search went non-finite at step {failed_at}; writing its last finite result")
             crop = (slice(0, image.height), slice(0, image.width))
-            text = {**info.text(), "status": status, "input": str(image.path)}
-            _write_outputs(output, image.name, pixels, sharp[i][crop], reblurred[i][crop], text, compare)
+            if not (np.isfinite(sharp[i][crop]).all() and np.isfinite(reblurred[i][crop]).all()):
+                status = FAILED  # e.g. a NaN kernel: F(x, k) is NaN even where x is finite
+                echo(f"{image.name}: the result is not finite (NaN/inf); nothing written, the image stays to do")
+            elif failed_at >= 0:
+                echo(f"{image.name}: the search went non-finite at step {failed_at}; writing its last finite result")
+            if status != FAILED:
+                text = {**info.text(), "status": status, "input": str(image.path)}
+                _write_outputs(output, image.name, pixels, sharp[i][crop], reblurred[i][crop], text, compare)
             losses = result.history["loss"][i]
             finite = losses[np.isfinite(losses)]
             record = {
@@ -300,6 +372,7 @@ def deblur_files(
                 "final_loss": float(finite[-1]) if finite.size else None,
                 **info.text(),
             }
+            output.mkdir(parents=True, exist_ok=True)
             with open(output / LOG_NAME, "a", encoding="utf-8") as log:
                 log.write(json.dumps(record) + "\n")
             records.append(record)
@@ -356,6 +429,27 @@ def ground_truth(names: Sequence[str], sharp_dir: str | os.PathLike) -> dict[str
     return found
 
 
+def check_ground_truth(images: Sequence[InputImage], truth: Mapping[str, Path], max_pixels: int) -> None:
+    """Decodes every ground-truth image of `images` once and checks that it has its blurry input's size;
+    raises ImageInputError listing every problem (before any search: evaluation would fail after it)."""
+    problems = []
+    for image in images:
+        try:
+            found = inspect_image(image.name, truth[image.name], min_side=MIN_SIDE, max_pixels=max_pixels)
+        except ImageInputError as error:
+            problems.append(str(error))
+            continue
+        if (found.height, found.width) != (image.height, image.width):
+            problems.append(
+                f"{found.path} is {found.width}x{found.height} but its blurry image {image.path} is "
+                f"{image.width}x{image.height} (WxH)"
+            )
+    if problems:
+        raise ImageInputError(
+            f"{len(problems)} ground-truth image(s) cannot be used for evaluation:\n  " + "\n  ".join(problems)
+        )
+
+
 def evaluate(inputs: Sequence[tuple[str, Path]], output: str | os.PathLike, truth: Mapping[str, Path]) -> dict:
     """PSNR / SSIM (dm-pix; images in [0, 1]) of each written <name>.png and of its blurry input against
     the ground truth. Returns {"images": [row, ...], "mean": row}; rows have psnr, ssim, blurry_psnr,
@@ -386,7 +480,7 @@ def evaluate(inputs: Sequence[tuple[str, Path]], output: str | os.PathLike, trut
     keys = ("psnr", "ssim", "blurry_psnr", "blurry_ssim")
     mean = {"name": f"mean ({len(rows)})", **{k: float(np.mean([r[k] for r in rows])) for k in keys}} if rows else {}
     report = {"images": rows, "mean": mean}
-    with open(output / METRICS_NAME, "w", encoding="utf-8") as file:
+    with atomic_write(output / METRICS_NAME, "w") as file:
         json.dump(report, file, indent=1)
     return report
 
@@ -477,7 +571,14 @@ def run(
     prior: str = "generic",
     stylegan2: str | None = None,
 ) -> int:
-    """deblur.py's job (its flags, as arguments): returns the exit status."""
+    """deblur.py's job (its flags, as arguments): returns the exit status (0; 1 when an image's result
+    was not finite and not written, after the others are done).
+
+    Everything that can be checked is checked before anything heavy is loaded and before the first
+    search, each failure a ValueError / OSError with one message: the arguments and search settings
+    (`check_search_config`), the output folder's place, every input decoded once (`inspect_inputs`),
+    every ground-truth file and its size (`check_ground_truth`); then the model, and the settings
+    against it."""
     from kernelspace_jax.kernel_space.checkpoints import load
     from kernelspace_jax.models.vgg import load_vgg19_params
 
@@ -487,8 +588,13 @@ def run(
         raise ValueError("--prior stylegan2 and --stylegan2 PATH (a rosinality StyleGAN2 .pt) go together")
     if stylegan2 and vgg_weights:
         raise ValueError("--vgg-weights is for the generic prior: the StyleGAN2 objective has no perceptual term")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if iters is not None:
+        if iters < 1:
+            raise ValueError(f"--iters must be >= 1, got {iters}")
         config[("num_iters", "num_epochs")[prior == "stylegan2"]] = iters
+    check_search_config(config, prior, has_vgg=vgg_weights is not None)
     if demo:
         output = output or "deblur_demo"
         if inputs or sharp:
@@ -504,9 +610,13 @@ def run(
     found = find_images(inputs)
     if not demo:  # the demo's inputs are its own, written under output/inputs
         check_output_location(inputs, found, output)
+    images = inspect_inputs(found, config.max_pixels, skip_bad, echo)
     truth = ground_truth([name for name, _ in found], sharp) if sharp else None
+    if truth is not None:
+        check_ground_truth(images, truth, config.max_pixels)
     checkpoint = checkpoint or default_checkpoint()
     model = load(checkpoint)
+    check_search_config(config, prior, has_vgg=vgg_weights is not None, model=model)  # KernelDIP vs kernel_dim
     vgg_params = load_vgg19_params(vgg_weights) if vgg_weights else None
     if stylegan2:
         from kernelspace_jax.deblurring.stylegan2.prior import load_prior
@@ -529,8 +639,10 @@ def run(
             echo=echo,
             stylegan2=prior_model if stylegan2 else None,
             stylegan2_checkpoint=stylegan2 or "",
+            inspected=images,
         )
-        stopped = [r["name"] for r in records if r["status"] != "ok"]
+        stopped = [r["name"] for r in records if r["status"] not in ("ok", FAILED)]
+        failed = [r["name"] for r in records if r["status"] == FAILED]
         if stopped:
             echo(f"{len(stopped)} image(s) stopped early on a non-finite loss: {', '.join(stopped[:10])}")
         if truth is not None:
@@ -540,4 +652,11 @@ def run(
                 picture = Path(output) / "demo_comparison.png"
                 write_png(picture, demo_picture(found, Path(output), truth))
                 echo(f"wrote {picture} (rows: blurry | deblurred | ground truth)")
+        if failed:
+            print(
+                f"error: {len(failed)} image(s) had a non-finite result and were not written (logged as "
+                f"{FAILED!r} in {Path(output) / LOG_NAME}; a re-run searches them again): {', '.join(failed[:10])}",
+                file=sys.stderr,
+            )
+            return 1
         return 0

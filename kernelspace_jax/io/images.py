@@ -6,7 +6,8 @@ patterns. An image's *name* is its path relative to the folder it was found in, 
 
 Reading converts what is not 8-bit RGB by `data.paired_folders.load_rgb8`'s rule and says so:
 grayscale -> R = G = B, palette -> its colours, alpha (RGBA, gray+alpha, PNG transparency) dropped
-(colours as stored), 16-bit samples v -> v >> 8.
+(colours as stored), 16-bit samples v -> v >> 8. Images are read upright: an EXIF Orientation tag is
+applied as Pillow's `ImageOps.exif_transpose` applies it, and `inspect_image` reports the upright size.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from kernelspace_jax.data.paired_folders import describe_image_file, load_rgb8
+from kernelspace_jax.data.paired_folders import describe_image_file, load_rgb8, upright_size
 from kernelspace_jax.io.files import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -92,25 +93,32 @@ def _describe(image: Image.Image, path: Path) -> str | None:
 
 
 def inspect_image(name: str, path: str | os.PathLike, *, min_side: int, max_pixels: int) -> InputImage:
-    """Reads the header of `path` and checks its size: min_side <= both sides, H * W <= max_pixels.
+    """Checks `path` and its size: min_side <= both sides, H * W <= max_pixels, then decodes it once
+    (pixels not kept), so that a file broken past its header (a truncated PNG) is found before any work.
 
-    Raises ImageInputError naming the file and what is wrong.
+    The size is the upright one (EXIF Orientation applied). Raises ImageInputError naming the file and
+    what is wrong.
     """
     path = Path(path)
     try:
         with Image.open(path) as image:
-            width, height = image.size
+            width, height = image.size  # the sides' product and minimum do not depend on the orientation
             conversion = _describe(image, path)
+            if min(height, width) < min_side:
+                raise ImageInputError(
+                    f"{path} is {width}x{height} (WxH); both sides must be at least {min_side} pixels"
+                )
+            if height * width > max_pixels:  # checked before decoding: a huge file is refused unread
+                raise ImageInputError(
+                    f"{path} is {width}x{height} (WxH), {height * width / 1e6:.1f} Mpx, above max_pixels "
+                    f"{max_pixels / 1e6:.1f} Mpx. Raise --config.max_pixels if the device has the memory "
+                    "(see docs/deblurring.md#memory), or downscale the image"
+                )
+            height, width = upright_size(image)  # decodes the whole file
+    except ImageInputError:
+        raise
     except Exception as error:  # Pillow raises many kinds for a broken or foreign file
         raise ImageInputError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
-    if min(height, width) < min_side:
-        raise ImageInputError(f"{path} is {width}x{height} (WxH); both sides must be at least {min_side} pixels")
-    if height * width > max_pixels:
-        raise ImageInputError(
-            f"{path} is {width}x{height} (WxH), {height * width / 1e6:.1f} Mpx, above max_pixels "
-            f"{max_pixels / 1e6:.1f} Mpx. Raise --config.max_pixels if the device has the memory "
-            "(see docs/deblurring.md#memory), or downscale the image"
-        )
     return InputImage(name, path, height, width, conversion)
 
 

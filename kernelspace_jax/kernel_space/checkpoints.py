@@ -5,13 +5,22 @@
     inferred from the tensor shapes and every key and shape is checked;
   - an Orbax checkpoint folder written by `save` / `python -m kernelspace_jax.cli.convert`;
   - a folder of numbered Orbax checkpoints (a CheckpointManager directory): the latest, or `step`.
+
+Every Orbax folder this package writes (`save`, the training loop's steps) gets a `checksums.json`: the
+size and SHA-256 of each of its files, written atomically once Orbax has finished. `load` verifies it
+before restoring anything; a file missing, truncated or changed, or any error while Orbax restores, is
+one `CheckpointCorruptError` naming the folder, the damaged item and what to do. A folder without
+checksums (written by older versions, or by other code) still loads, after a one-time logged note.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from kernelspace_jax.io.files import atomic_write
 from kernelspace_jax.io.pth import CheckpointFormatError, read_pth
 from kernelspace_jax.kernel_space.config import KernelSpaceConfig
 from kernelspace_jax.kernel_space.model import KernelSpaceModel, abstract_params
@@ -27,10 +37,22 @@ from kernelspace_jax.kernel_space.model import KernelSpaceModel, abstract_params
 FORMAT_NAME = "kernelspace-jax"
 FORMAT_VERSION = 1
 Path = tuple[str, ...]
+CHECKSUMS_FILE = "checksums.json"
+CHECKSUMS_FORMAT = "kernelspace-jax-checksums"
+_MAX_CHECKSUMS_BYTES = 16 << 20  # a checksums file is a few kB; a larger one is not ours
+_DEFAULT_ADVICE = "restore the folder from a copy, or write it again (kernelspace-convert, kernelspace_jax.save)"
+_NOTED_UNVERIFIED: set[str] = set()  # folders without checksums already logged
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(CheckpointFormatError):
     """The checkpoint's tensors do not fit the architecture its config describes."""
+
+
+class CheckpointCorruptError(CheckpointFormatError):
+    """A checkpoint folder is damaged: a file missing, truncated or changed since it was written, its
+    checksums unreadable, or Orbax failed to restore it. The message names the folder and the item."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +232,8 @@ def checkpoint_meta(config: KernelSpaceConfig, **extra: Any) -> dict:
 
 
 def save(model: KernelSpaceModel, path: str | os.PathLike, *, overwrite: bool = False) -> str:
-    """Writes `model` as an Orbax checkpoint folder (params + config); atomic: a crash leaves no folder.
+    """Writes `model` as an Orbax checkpoint folder (params + config) and its `checksums.json`; atomic: a
+    crash leaves no folder (or, between the two, one that loads unverified).
 
     Training runs write the same two items (plus optimiser and data state) in each step folder.
     """
@@ -227,6 +250,7 @@ def save(model: KernelSpaceModel, path: str | os.PathLike, *, overwrite: bool = 
         ocp.args.Composite(params=ocp.args.StandardSave(model.params), config=ocp.args.JsonSave(meta)),
         force=overwrite,
     )
+    write_checksums(path)
     return path
 
 
@@ -246,16 +270,188 @@ def is_own_checkpoint(path: str | os.PathLike) -> bool:
         return False
 
 
-def _restore_orbax(path: str, dtype) -> KernelSpaceModel:
+# ---------------------------------------------------------------------------------------------
+# Checksums
+# ---------------------------------------------------------------------------------------------
+
+
+def _sha256(file: str) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checkpoint_files(path: str) -> list[str]:
+    """The files of a checkpoint folder as sorted relative '/'-paths, without the checksums file and its
+    temporary files."""
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/")
+            if rel != CHECKSUMS_FILE and not (rel.startswith(f".{CHECKSUMS_FILE}.") and rel.endswith(".tmp")):
+                found.append(rel)
+    return sorted(found)
+
+
+def write_checksums(path: str | os.PathLike) -> str:
+    """Records the size and SHA-256 of every file of the checkpoint folder `path` in its
+    `checksums.json`, written atomically; call it once Orbax has finished writing. Returns the file."""
+    path = os.fspath(path)
+    files = {}
+    for rel in _checkpoint_files(path):
+        full = os.path.join(path, rel)
+        files[rel] = {"size": os.path.getsize(full), "sha256": _sha256(full)}
+    target = os.path.join(path, CHECKSUMS_FILE)
+    with atomic_write(target, "w") as handle:
+        json.dump({"format": CHECKSUMS_FORMAT, "version": 1, "algorithm": "sha256", "files": files}, handle, indent=1)
+        handle.write("\n")
+    return target
+
+
+def _item(rel: str) -> str:
+    """The Orbax item a file of a checkpoint belongs to: 'params/d/ab12' -> 'params'."""
+    return rel.split("/", 1)[0] if "/" in rel else f"checkpoint metadata ({rel})"
+
+
+def _read_checksums(path: str, advice: str) -> dict[str, tuple[int, str]] | None:
+    """{relative path: (size, sha256)} from `path`'s checksums.json; None if it has none."""
+    target = os.path.join(path, CHECKSUMS_FILE)
+    if not os.path.lexists(target):
+        return None
+
+    def broken(why: str) -> CheckpointCorruptError:
+        return CheckpointCorruptError(
+            f"{path}: checkpoint damaged: its {CHECKSUMS_FILE} {why}, so the checkpoint cannot be verified; {advice}"
+        )
+
+    try:
+        info = os.stat(target)
+        if not stat.S_ISREG(info.st_mode):
+            raise broken("is not a regular file")
+        if info.st_size > _MAX_CHECKSUMS_BYTES:
+            raise broken(f"is {info.st_size} bytes, not a checksums file")
+        with open(target, "rb") as handle:
+            manifest = json.loads(handle.read().decode("utf-8"))
+    except CheckpointCorruptError:
+        raise
+    except (OSError, ValueError, RecursionError) as error:
+        raise broken(f"is unreadable ({type(error).__name__}: {str(error)[:120]})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != CHECKSUMS_FORMAT
+        or manifest.get("algorithm") != "sha256"
+        or not isinstance(files, dict)
+        or not files
+    ):
+        raise broken("is not a checksums file of this package")
+    recorded = {}
+    for rel, entry in files.items():
+        size, digest = (entry.get("size"), entry.get("sha256")) if isinstance(entry, dict) else (None, None)
+        parts = rel.split("/")
+        if (
+            not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(digest, str)
+            or not re.fullmatch(r"[0-9a-f]{64}", digest)
+            or rel.startswith("/")
+            or "\\" in rel
+            or not rel.isprintable()  # messages name the file on one line
+            or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise broken(f"has a malformed entry {rel!r:.80}")
+        recorded[rel] = (size, digest)
+    return recorded
+
+
+def verify_checksums(path: str | os.PathLike, *, advice: str | None = None) -> bool:
+    """Checks every file `path`'s checksums.json records: there, a regular file, of its size and SHA-256.
+
+    Returns True when all match, False when the folder has no checksums.json (an older or foreign
+    checkpoint; logged once per folder). Raises CheckpointCorruptError naming the folder, the item and
+    the file that differ, and what to do (`advice`, or the default: restore it from a copy or rewrite it).
+    """
+    path = os.path.abspath(os.fspath(path))
+    advice = advice or _DEFAULT_ADVICE
+    recorded = _read_checksums(path, advice)
+    if recorded is None:
+        if path not in _NOTED_UNVERIFIED:
+            _NOTED_UNVERIFIED.add(path)
+            log.info(
+                "note: %s has no %s (written by an older version or other code); loading it unverified",
+                path,
+                CHECKSUMS_FILE,
+            )
+        return False
+    for rel, (size, digest) in recorded.items():
+        full = os.path.join(path, *rel.split("/"))
+
+        def damaged(why: str, rel=rel) -> CheckpointCorruptError:
+            return CheckpointCorruptError(
+                f"{path}: checkpoint damaged: item '{_item(rel)}': file {rel} {why}; {advice}"
+            )
+
+        try:
+            info = os.stat(full)
+        except FileNotFoundError:
+            raise damaged("is missing") from None
+        except OSError as error:
+            raise damaged(f"cannot be read ({error.strerror or error})") from None
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise damaged("is not a regular file")
+        if info.st_size != size:
+            what = "truncated" if info.st_size < size else "grown"
+            raise damaged(f"is {info.st_size} bytes, {size} were written ({what})")
+        try:
+            same = _sha256(full) == digest
+        except OSError as error:
+            raise damaged(f"cannot be read ({error.strerror or error})") from None
+        if not same:
+            raise damaged("has changed since it was written (SHA-256 mismatch)")
+    return True
+
+
+def _restore_orbax(path: str, dtype, advice: str | None = None) -> KernelSpaceModel:
+    advice = advice or _DEFAULT_ADVICE
+    verify_checksums(path, advice=advice)
     ocp, checkpointer = _checkpointer()
-    meta = checkpointer.restore(path, ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    try:
+        meta = checkpointer.restore(path, ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    except Exception as error:  # Orbax, tensorstore and the file system raise many kinds
+        raise restore_failed(path, "config", error, advice) from error
     if not isinstance(meta, Mapping) or meta.get("format") != FORMAT_NAME:
         raise CheckpointFormatError(f"{path}: not a {FORMAT_NAME} checkpoint (its config has no format tag)")
-    config = KernelSpaceConfig.from_dict(meta["kernel_space"])
-    params = checkpointer.restore(path, ocp.args.Composite(params=ocp.args.StandardRestore()))["params"]
+    try:
+        config = KernelSpaceConfig.from_dict(meta["kernel_space"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointFormatError(
+            f"{path}: the config item describes no valid architecture ({type(error).__name__}: {error})"
+        ) from None
+    try:
+        params = checkpointer.restore(path, ocp.args.Composite(params=ocp.args.StandardRestore()))["params"]
+    except Exception as error:
+        raise restore_failed(path, "params", error, advice) from error
     check_params(params, config)
+    for name, leaf in traverse_util.flatten_dict(params, sep="/").items():
+        if not np.all(np.isfinite(np.asarray(leaf))):  # no trained model has them: a damaged file does
+            raise CheckpointCorruptError(
+                f"{path}: checkpoint damaged: item 'params': parameter '{name}' holds NaN or inf values; {advice}"
+            )
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
     return KernelSpaceModel(params, config, dtype)
+
+
+def restore_failed(path: str | os.PathLike, item: str, error: BaseException, advice: str | None = None):
+    """The CheckpointCorruptError for an exception Orbax raised while restoring `item` of `path`."""
+    reason = " ".join(str(error).split())[:200] or "no message"
+    return CheckpointCorruptError(
+        f"{os.fspath(path)}: checkpoint damaged: item '{item}' cannot be restored ({type(error).__name__}: "
+        f"{reason}); {advice or _DEFAULT_ADVICE}"
+    )
 
 
 def _step_dirs(root: str) -> dict[int, str]:
@@ -291,7 +487,13 @@ def load(path: str | os.PathLike, *, step: int | None = None, dtype=jnp.float32)
             chosen = max(steps) if step is None else step
             if chosen not in steps:
                 raise FileNotFoundError(f"no checkpoint for step {step} in {root}; available: {sorted(steps)}")
-            return _restore_orbax(steps[chosen], dtype)
+            others = sorted(s for s in steps if s != chosen)
+            advice = (
+                f"load another step (step=N, or --step N; available: {others})"
+                if others
+                else "restore the folder from a copy, or train again"
+            )
+            return _restore_orbax(steps[chosen], dtype, advice)
     raise CheckpointFormatError(
         f"{path} is neither a .pth file, an Orbax checkpoint of {FORMAT_NAME}, nor a folder of numbered ones"
     )

@@ -28,6 +28,20 @@ BAD = [
     ("kernelspace-build-data", ["gopro", "--manual_dir", "/nonexistent/gopro"], 1, "/nonexistent/gopro"),
     ("kernelspace-train", ["--config", "synthetic_tiny"], 2, "--config and --workdir are required"),
     ("kernelspace-train", ["--config", "no_such_recipe", "--workdir", "w"], 2, "no_such_recipe"),
+    # config values a run cannot use: refused before anything is built or compiled (nothing in w/)
+    *[
+        ("kernelspace-train", ["--config", "synthetic_tiny", "--workdir", "w", setting], 1, says)
+        for setting, says in [
+            ("--config.data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
+            ("--config.data.batch_size=-8", "data.batch_size must be a positive integer, got -8"),
+            ("--config.data.kind=folders", "data.kind must be 'synthetic' or 'tfds', got 'folders'"),
+            ("--config.data.worker_count=-1", "data.worker_count must be an integer >= 0, got -1"),
+            ("--config.model.kernel_dim=100", "model fields describe no architecture: kernel_dim must equal 8 * nf"),
+            ("--config.model.nf=0", "model fields describe no architecture: nf, image_channels and hr_width"),
+            ("--config.model.front_blocks=-1", "model fields describe no architecture: block counts must be >= 0"),
+            ("--config.eval_every=0", "eval_every must be a positive integer, got 0"),
+        ]
+    ],
     ("kernelspace-deblur", ["--no_such_flag"], 2, "Unknown command line flag"),
     ("kernelspace-evaluate", [], 2, "--checkpoint is required"),
     ("kernelspace-evaluate", ["--checkpoint", "c", "--crop", "20"], 2, "--crop=20: 20 is not integer >= 32"),
@@ -61,6 +75,57 @@ def test_bad_command_lines(command, argv, status, says, capsys, tmp_path, monkey
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+    if command == "kernelspace-train":
+        assert not (tmp_path / "w").exists()  # refused before the workdir was made
+
+
+def test_train_refuses_a_workdir_that_is_a_file(tmp_path, capsys):
+    from kernelspace_jax.cli import train
+
+    (tmp_path / "w").write_text("not a folder")
+    assert train.main(["--config", "synthetic_tiny", "--workdir", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: workdir {tmp_path / 'w'} is a file; give a folder (created if missing)"
+    assert (tmp_path / "w").read_text() == "not a folder"
+
+
+def test_train_resuming_with_another_worker_count_names_the_saved_one(tmp_path, capsys, monkeypatch):
+    """A checkpoint written with data.worker_count=0, resumed with 2: one line naming the saved count
+    (grain itself fails with a KeyError deep in its state), before the train step is compiled."""
+    import jax
+
+    from kernelspace_jax import configs
+    from kernelspace_jax.cli import train
+    from kernelspace_jax.data import pipeline, sources
+    from kernelspace_jax.kernel_space.model import init_params
+    from kernelspace_jax.training import loop
+    from kernelspace_jax.training import step as training
+
+    config = configs.get("synthetic_tiny")
+    config.data.worker_count = 0
+    config.data.synthetic.num_train = 16
+    workdir = tmp_path / "run"
+    train_source, _ = sources.build(config.data, config.seed)
+    data = pipeline.make_train_iterator(train_source, crop_size=(128, 128), batch_size=8, seed=0, worker_count=0)
+    model_config, tx = training.model_config(config), training.make_optimizer(config)
+    manager = loop._checkpoint_manager(str(workdir), config)
+    state = training.create_state(init_params(jax.random.key(0), model_config), tx)
+    loop._save(manager, state, data, config, model_config)
+    manager.wait_until_finished()
+    manager.close()
+    saved = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+
+    compiled = []
+    monkeypatch.setattr(training, "compile_train_step", lambda *a, **k: compiled.append(1))
+    argv = ["--config", "synthetic_tiny", "--workdir", str(workdir), "--config.data.synthetic.num_train=16"]
+    code = train.main([*argv, "--config.data.worker_count=2"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "step 0 in this workdir was written with data.worker_count=0, but the config asks for 2" in err
+    assert "--config.data.worker_count=0" in err
+    assert compiled == []
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == saved
 
 
 CACHE_CHECK = """

@@ -246,3 +246,111 @@ def test_demo_blur_is_the_blur_the_shipped_model_was_trained_on():
     from kernelspace_jax.configs import synthetic_tiny
 
     assert tuple(synthetic_tiny.get_config().data.synthetic.kernel_size_range) == SHIPPED_KERNEL_SIZE_RANGE
+
+
+def test_a_non_finite_result_is_never_written(workspace, capsys, monkeypatch):
+    """A NaN kernel for one image of a batch of two: F(x, k) is NaN, so that image gets no PNG, a
+    "failed" log line, stays to do, and the command exits 1 after writing the other image."""
+    root = workspace["root"]
+    real = files.deblur
+
+    def nan_kernel_for_the_second(model, keys, blurry, **kwargs):
+        result = real(model, keys, blurry, **kwargs)
+        kernel = result.kernel.at[1].set(jnp.nan)
+        return result._replace(kernel=kernel, reblurred=model.blur(result.sharp, kernel))
+
+    monkeypatch.setattr(files, "deblur", nan_kernel_for_the_second)
+    inputs = root / "nan_inputs"
+    for name in ("a", "b"):
+        save_png(inputs / f"{name}.png", np.asarray(Image.open(root / "blur" / f"{name}.png")))
+    out = root / "out_nan"
+    assert deblur.main([*workspace["args"], "--input", str(inputs), "--output", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "b: the result is not finite (NaN/inf); nothing written" in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 1 image(s) had a non-finite result") and err[0].endswith(": b")
+    assert "Traceback" not in captured.err
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "a_reblurred.png"]
+    assert files.is_done(out, "a") and not files.is_done(out, "b")
+    assert [(r["name"], r["status"]) for r in log_lines(out)] == [("a", "ok"), ("b", "failed: non-finite result")]
+
+
+def _no_work(monkeypatch):
+    """Records calls of the checkpoint loader and of the search, which a refused run must not reach."""
+    from kernelspace_jax.kernel_space import checkpoints
+
+    calls = []
+    monkeypatch.setattr(checkpoints, "load", lambda *a, **k: calls.append("load"))
+    monkeypatch.setattr(files, "deblur", lambda *a, **k: calls.append("search"))
+    return calls
+
+
+def _refused(code, capsys, status, says):
+    err = capsys.readouterr().err
+    assert code == status, err
+    assert says in err and "Traceback" not in err
+    return err
+
+
+def test_a_truncated_image_is_found_before_any_search(workspace, capsys, monkeypatch):
+    root = workspace["root"]
+    folder = root / "truncated"
+    save_png(folder / "whole.png", np.asarray(Image.open(root / "blur" / "a.png")))
+    save_png(folder / "cut.png", np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8))
+    data = (folder / "cut.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])  # a valid header, half the pixels
+    calls = _no_work(monkeypatch)
+    out = root / "out_truncated"
+    code = deblur.main([*workspace["args"], "--input", str(folder), "--output", str(out)])
+    err = _refused(code, capsys, 1, "1 of 2 inputs cannot be used (--skip-bad skips them)")
+    assert "cut.png: cannot read the image" in err and "whole.png" not in err
+    assert calls == [] and not out.exists()
+
+    # --skip-bad skips it; the other image is searched (here: the search is a recorder).
+    monkeypatch.setattr(files, "deblur_files", lambda *a, **k: calls.append(k["inspected"]) or [])
+    assert deblur.main([*workspace["args"], "--input", str(folder), "--output", str(out), "--skip-bad"]) == 0
+    assert "skipped: " in capsys.readouterr().out
+    assert [image.name for image in calls[-1]] == ["whole"]
+
+
+def test_ground_truth_is_checked_before_any_search(workspace, capsys, monkeypatch):
+    root = workspace["root"]
+    truth = root / "truth_wrong_size"
+    save_png(truth / "a.png", np.asarray(Image.open(root / "sharp" / "a.png")))
+    save_png(truth / "b.png", np.zeros((40, 64, 3), np.uint8))  # its blurry image is 64x48
+    calls = _no_work(monkeypatch)
+    out = root / "out_truth"
+    flags_ = ["--input", str(root / "blur" / "a.png"), "--input", str(root / "blur" / "b.png")]
+    code = deblur.main([*workspace["args"], *flags_, "--output", str(out), "--sharp", str(truth)])
+    err = _refused(code, capsys, 1, "1 ground-truth image(s) cannot be used for evaluation")
+    assert f"{truth / 'b.png'} is 64x40 but its blurry image {root / 'blur' / 'b.png'} is 64x48 (WxH)" in err
+    assert calls == [] and not out.exists()
+    (truth / "b.png").unlink()
+    code = deblur.main([*workspace["args"], *flags_, "--output", str(out), "--sharp", str(truth)])
+    _refused(code, capsys, 1, "no ground truth in")
+    assert calls == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "status", "says"),
+    [
+        ("--iters=0", 2, "--iters=0"),
+        ("--batch-size=0", 2, "--batch-size=0"),
+        ("--config.num_iters=0", 1, "need num_iters >= 1"),
+        ("--config.num_warmup_iters=-1", 1, "num_warmup_iters >= 0"),
+        ("--config.num_iters=20000000", 1, "20000004 search steps in all, above the limit of 10000000"),
+        ("--config.compute_dtype=float64", 1, "compute_dtype must be one of float32, bfloat16, float16"),
+        ("--config.compute_dtype=no_such_type", 1, "compute_dtype must be one of"),
+        ("--config.lr_decays=0", 1, "lr_decays must be >= 1"),
+        ("--config.chunk_size=-1", 1, "need chunk_size >= 0"),
+        ("--config.update_mode=sideways", 1, "update must be one of"),
+    ],
+)
+def test_search_settings_are_checked_before_anything_is_loaded(workspace, capsys, monkeypatch, setting, status, says):
+    root = workspace["root"]
+    calls = _no_work(monkeypatch)
+    out = root / "out_settings"
+    code = deblur.main([*workspace["args"], "--input", str(root / "blur"), "--output", str(out), setting])
+    err = _refused(code, capsys, status, says)
+    assert len(err.strip().splitlines()) == 1, err
+    assert calls == [] and not out.exists()

@@ -1,8 +1,11 @@
 """Training: the pure step, resuming (also after kill -9), several devices, NaN guard, loading a run."""
 
+import contextlib
 import json
+import logging
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,3 +188,72 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(uninterrupted, tmp_
         train_and_evaluate(tiny_config(), str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
     assert leaves_close(ksj.load(str(tmp_path)).params, ksj.load(workdir, step=4).params, tol=1e-6)
+
+
+def _damage_step(workdir, step, how):
+    """Flips bytes of (or deletes) the largest parameter file of checkpoint `step`."""
+    params = pathlib.Path(workdir) / "checkpoints" / str(step) / "params"
+    victim = max((p for p in params.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    if how == "delete":
+        victim.unlink()
+    else:
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+
+
+def _copy_checkpoints(workdir, target):
+    shutil.copytree(pathlib.Path(workdir) / "checkpoints", pathlib.Path(target) / "checkpoints")
+
+
+@contextlib.contextmanager
+def _warnings_of_the_package():
+    records, logger = [], logging.getLogger("kernelspace_jax")
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_every_step_records_its_checksums(uninterrupted):
+    from kernelspace_jax.kernel_space import checkpoints
+
+    workdir, _ = uninterrupted
+    for step in ("2", "4", "6"):
+        assert checkpoints.verify_checksums(os.path.join(workdir, "checkpoints", step)) is True
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(uninterrupted, tmp_path):
+    """Steps 6 and 4 damaged: the run warns, resumes from step 2 and gives the uninterrupted run; the
+    damaged folders are kept in damaged_checkpoints/."""
+    workdir, model = uninterrupted
+    _copy_checkpoints(workdir, tmp_path)
+    _damage_step(tmp_path, 6, "flip")
+    _damage_step(tmp_path, 4, "delete")
+    with _warnings_of_the_package() as records:
+        resumed = train_and_evaluate(tiny_config(), str(tmp_path))
+    warnings = [r.getMessage() for r in records]
+    assert any("checkpoints/6: checkpoint damaged: item 'params'" in w for w in warnings), warnings
+    assert any("checkpoints/4: checkpoint damaged: item 'params'" in w and "is missing" in w for w in warnings)
+    assert any(w.startswith("resumed from step 2, the newest intact checkpoint") for w in warnings), warnings
+    expected, got = losses(workdir), losses(str(tmp_path))
+    assert sorted(got) == [3, 4, 5, 6]
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(got)], rtol=1e-5)
+    assert leaves_close(resumed.params, model.params, tol=1e-6)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "6"]
+    assert sorted(os.listdir(tmp_path / "damaged_checkpoints")) == ["4", "6"]
+
+
+def test_resume_without_an_intact_checkpoint_is_one_clear_error(uninterrupted, tmp_path):
+    from kernelspace_jax.kernel_space.checkpoints import CheckpointCorruptError
+
+    workdir, _ = uninterrupted
+    _copy_checkpoints(workdir, tmp_path)
+    for step in (2, 4, 6):
+        _damage_step(tmp_path, step, "flip")
+    with pytest.raises(CheckpointCorruptError, match=r"no intact checkpoint to resume from in .*checkpoints/6: .*"):
+        train_and_evaluate(tiny_config(), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "6"]  # nothing moved or deleted
