@@ -342,25 +342,7 @@ def _report(result: dict) -> str:
     return "\n".join(lines)
 
 
-PTH_ESCAPES = (
-    "io/pth.py (not yet fixed): OverflowError escapes from _read_legacy (a storage of ~2**62 elements "
-    "given to handle.read); from zipfile NotImplementedError (a member's version, compression method or "
-    "flag bits), RuntimeError (the encrypted flag) and OSError EINVAL (an offset); and the C unpickler "
-    "trusts memo indices: a LONG_BINPUT index makes it allocate and zero 16 bytes per index (the 10-byte "
-    "file 80 02 4b 01 72 00 00 00 08 2e takes 2.2 GB; index 2**32-1 about 64 GB, an out-of-memory kill "
-    "without this test's address-space limit)"
-)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "png",
-        pytest.param("pth_zip", marks=pytest.mark.xfail(strict=True, reason=PTH_ESCAPES)),
-        pytest.param("pth_legacy", marks=pytest.mark.xfail(strict=True, reason=PTH_ESCAPES)),
-        "checkpoint",
-    ],
-)
+@pytest.mark.parametrize("kind", ["png", "pth_zip", "pth_legacy", "checkpoint"])
 def test_mutated_inputs_raise_only_documented_errors(kind, tmp_path):
     result = _fuzz(kind, tmp_path)
     assert not result["findings"], _report(result)

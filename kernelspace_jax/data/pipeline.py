@@ -36,7 +36,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -154,13 +158,36 @@ class _RandomCropAugment:
         return out
 
 
+_PARENT_POLL_S = 0.5
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """Ends this process as soon as `parent_pid` is no longer its parent (the parent died and the
+    process was handed to init or a subreaper)."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(1)
+
+
 def _leave_stop_signals_to_main(worker_index: int, worker_count: int) -> None:
     """In a data worker: ignore Ctrl-C and SIGTERM sent to the whole process group (a terminal, a job
     scheduler), so that the trainer, which saves a checkpoint on them, still has its workers; grain
-    ends them with SIGKILL when the iterator closes."""
+    ends them with SIGKILL when the iterator closes.
+
+    Since the worker ignores both, it would outlive a trainer killed with SIGKILL (holding its memory,
+    and keeping multiprocessing's resource tracker, which unlinks the workers' shared memory once no
+    process holds its pipe, alive too): a daemon thread ends it within `_PARENT_POLL_S` of the
+    trainer's death. grain starts workers with the 'spawn' method from helper threads, so their
+    parent is the trainer process (PR_SET_PDEATHSIG would fire when that helper thread ends instead).
+    """
     del worker_index, worker_count
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The pid the trainer recorded when it made the worker: os.getppid() here could already be
+    # init's if the trainer died while this worker was starting.
+    parent = multiprocessing.parent_process()
+    parent_pid = parent.pid if parent is not None and parent.pid is not None else os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), name="exit-with-trainer", daemon=True).start()
 
 
 def make_train_iterator(

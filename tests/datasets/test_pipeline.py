@@ -1,6 +1,13 @@
 """grain input pipelines: shapes, aligned augmentations, determinism, sharding, resumable state."""
 
 import itertools
+import os
+import pathlib
+import select
+import signal
+import subprocess
+import sys
+import time
 
 import grain
 import numpy as np
@@ -207,6 +214,73 @@ def test_worker_processes_give_the_same_batches():
         assert_same_batches(take(it, 3), take(make_train_iterator(records, **kwargs), 3))
     finally:
         it.close()
+
+
+_KILLED_TRAINER = """
+import time
+import numpy as np
+from kernelspace_jax.data.pipeline import make_train_iterator
+
+records = [{"sharp": np.full((8, 8, 3), i, np.uint8), "blurry": np.zeros((8, 8, 3), np.uint8)} for i in range(8)]
+it = make_train_iterator(records, crop_size=4, batch_size=2, seed=0, shard_index=0, shard_count=1, worker_count=2)
+next(it)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _children(pid):
+    """{pid: command line} of the live processes whose parent is `pid` (from /proc)."""
+    found = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (ValueError, OSError):  # not a process, or one that just ended
+            continue
+    return found
+
+
+def _alive(pid):
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie (not yet reaped by its new parent) has exited
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    """kill -9 of the trainer: its data workers (which ignore SIGINT/SIGTERM) exit within seconds,
+    and then multiprocessing's resource tracker, which unlinks their shared memory, does too."""
+    with open(tmp_path / "stderr", "w") as stderr:
+        trainer = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_TRAINER], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+    children = {}
+    try:
+        ready, _, _ = select.select([trainer.stdout], [], [], 120)
+        line = trainer.stdout.readline() if ready else ""
+        assert line == "ready\n", (tmp_path / "stderr").read_text()[-3000:]
+        children = _children(trainer.pid)
+        workers = [pid for pid, cmd in children.items() if "spawn_main" in cmd]
+        trackers = [pid for pid, cmd in children.items() if "resource_tracker" in cmd]
+        assert len(workers) == 2 and len(trackers) == 1, children
+        os.kill(trainer.pid, signal.SIGKILL)
+        trainer.wait()
+        killed = time.monotonic()
+        while any(map(_alive, children)) and time.monotonic() < killed + 20:
+            time.sleep(0.1)
+        left = {pid: cmd for pid, cmd in children.items() if _alive(pid)}
+        assert not left, f"still running {time.monotonic() - killed:.1f} s after the trainer was killed: {left}"
+    finally:
+        trainer.kill()
+        trainer.wait()
+        trainer.stdout.close()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_bad_records():

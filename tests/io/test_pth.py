@@ -4,6 +4,8 @@ import collections
 import io
 import os
 import pickle
+import struct
+import time
 import types
 import zipfile
 from typing import ClassVar
@@ -114,17 +116,18 @@ _FloatStorage.__module__, _FloatStorage.__qualname__ = "torch", "FloatStorage"
 
 
 class _PersistentStorage:
-    pass
+    def __init__(self, numel=4):
+        self.numel = numel
 
 
 class _Tensor:
     """Pickles as torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...), as torch.save does."""
 
-    def __init__(self, offset, size, stride):
-        self.args = (offset, size, stride)
+    def __init__(self, offset, size, stride, numel=4):
+        self.args, self.numel = (offset, size, stride), numel
 
     def __reduce__(self):
-        return (_rebuild_tensor_v2, (_PersistentStorage(), *self.args, False, collections.OrderedDict()))
+        return (_rebuild_tensor_v2, (_PersistentStorage(self.numel), *self.args, False, collections.OrderedDict()))
 
 
 class _TorchLikePickler(pickle._Pickler):
@@ -137,13 +140,19 @@ class _TorchLikePickler(pickle._Pickler):
     dispatch: ClassVar[dict] = {**pickle._Pickler.dispatch, types.FunctionType: save_global, type: save_global}
 
     def persistent_id(self, obj):
-        return ("storage", _FloatStorage, "0", "cpu", 4) if isinstance(obj, _PersistentStorage) else None
+        return ("storage", _FloatStorage, "0", "cpu", obj.numel) if isinstance(obj, _PersistentStorage) else None
 
 
-def _crafted_zip(path, offset, size, stride):
-    """A zip-format .pth: one tensor (offset, size, stride) over a 4-element float storage."""
+def _torch_like_pickle(obj) -> bytes:
     buffer = io.BytesIO()
-    _TorchLikePickler(buffer, protocol=2).dump({"weight": _Tensor(offset, size, stride)})
+    _TorchLikePickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def _crafted_zip(path, offset, size, stride, numel=4):
+    """A zip-format .pth: one tensor (offset, size, stride) over a 4-element float storage (that says it
+    has `numel` elements)."""
+    buffer = io.BytesIO(_torch_like_pickle({"weight": _Tensor(offset, size, stride, numel)}))
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("crafted/data.pkl", buffer.getvalue())
         archive.writestr("crafted/data/0", np.arange(4, dtype="<f4").tobytes())
@@ -161,6 +170,71 @@ def test_crafted_tensor_views_are_checked_before_allocating(tmp_path):
         read_pth(_crafted_zip(tmp_path / "too_big.pth", 1, (2, 2), (2, 1)))
     with pytest.raises(CheckpointFormatError, match="malformed"):
         read_pth(_crafted_zip(tmp_path / "floats.pth", 0, (2.0, 2), (2, 1)))
+
+
+def _legacy_file(path, obj, storages=b""):
+    """A legacy-format .pth: magic number, protocol, sys_info, `obj`, then storage "0" as `storages`."""
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {}))
+    path.write_bytes(header + _torch_like_pickle(obj) + pickle.dumps(["0"] if storages else [], protocol=2) + storages)
+    return path
+
+
+def test_memo_index_beyond_the_pickle_is_refused_before_allocating(tmp_path):
+    # PROTO 2, BININT1 1, LONG_BINPUT 2**27, STOP: the C unpickler would size its memo for 2**27 entries
+    # (2 GB); the index exceeds the 4 opcodes of the stream, so the file is refused before unpickling.
+    memo_bomb = bytes.fromhex("80024b0172000000082e")
+    (tmp_path / "legacy.pth").write_bytes(memo_bomb)
+    _torch_like_zip(tmp_path / "zip.pth", memo_bomb)
+    for name in ("legacy.pth", "zip.pth"):
+        start = time.monotonic()
+        with pytest.raises(CheckpointFormatError, match="memo index"):
+            read_pth(tmp_path / name)
+        assert time.monotonic() - start < 1.0
+
+
+def test_storage_larger_than_the_file_is_refused_before_reading(tmp_path):
+    huge = 2**62  # elements: more bytes than an index can hold
+    zipped = _crafted_zip(tmp_path / "zip.pth", 0, (2, 2), (2, 1), numel=huge)
+    with pytest.raises(CheckpointFormatError, match="the member holds 16"):
+        read_pth(zipped)
+    tensor = _Tensor(0, (2, 2), (2, 1))
+    legacy = _legacy_file(tmp_path / "legacy.pth", {"weight": tensor}, struct.pack("<q", huge) + bytes(16))
+    with pytest.raises(CheckpointFormatError, match="bytes left in the file"):
+        read_pth(legacy)
+    good = _legacy_file(tmp_path / "good.pth", {"weight": tensor}, struct.pack("<q", 4) + bytes(16))
+    np.testing.assert_array_equal(read_pth(good)["weight"], np.zeros((2, 2), np.float32))
+
+
+def test_shared_containers_are_read_once(tmp_path):
+    # n nested pairs of one object are 2**n paths through a file of n * 7 bytes: a walk along every
+    # path (and a copy of each tuple) would take exponential time and memory. Kept to 20 levels so that
+    # such a regression fails on the identity check below rather than hanging the test run.
+    shared = [_Tensor(0, (2, 2), (2, 1))]
+    for _ in range(20):
+        shared = (shared, shared)
+    path = _legacy_file(tmp_path / "dag.pth", {"weight": shared}, struct.pack("<q", 4) + bytes(16))
+    leaf = read_pth(path)["weight"]
+    while isinstance(leaf, tuple):
+        assert leaf[0] is leaf[1]
+        leaf = leaf[0]
+    np.testing.assert_array_equal(leaf[0], np.zeros((2, 2), np.float32))
+
+
+def test_a_file_cannot_change_how_later_files_read(tmp_path):
+    # BUILD on the allow-listed torch.FloatStorage: sets its dtype to a string.
+    _torch_like_zip(
+        tmp_path / "poison.pth", b"\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x01\x00\x00\x00xsb."
+    )
+    read_pth(tmp_path / "poison.pth")
+    assert read_pth(FIXTURES / "zip_format.pth")["f32"].dtype == np.float32
+
+
+def test_compressed_member_is_a_format_error(tmp_path):
+    path = tmp_path / "deflated.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("crafted/data.pkl", pickle.dumps({}, protocol=2))
+    with pytest.raises(CheckpointFormatError, match="compressed"):
+        read_pth(path)
 
 
 def test_zip_without_data_pkl(tmp_path):
