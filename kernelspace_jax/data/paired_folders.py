@@ -169,9 +169,10 @@ def png_for_tfds(path: str | os.PathLike) -> Path | bytes:
     """
     path = Path(path)
     with Image.open(path) as image:
-        if describe_image_file(image, path) is None and orientation(image) == 1:
+        turn = orientation(image)
+        if describe_image_file(image, path) is None and turn == 1:
             return path
-        if orientation(image) != 1:
+        if turn != 1:
             ImageOps.exif_transpose(image, in_place=True)
         buffer = io.BytesIO()
         Image.fromarray(_to_rgb8(image)).save(buffer, format="PNG")

@@ -320,6 +320,8 @@ def deblur_files(
     if len(todo) < len(images):
         echo(f"{len(images) - len(todo)} of {len(images)} images already done in {output} (skipped)")
     records = []
+    if todo:
+        output.mkdir(parents=True, exist_ok=True)  # the log is written even when no image is
     groups = batches(model, todo, batch_size)
     for index, batch in enumerate(groups, start=1):
         size = (batch[0].height, batch[0].width)
@@ -372,7 +374,6 @@ def deblur_files(
                 "final_loss": float(finite[-1]) if finite.size else None,
                 **info.text(),
             }
-            output.mkdir(parents=True, exist_ok=True)
             with open(output / LOG_NAME, "a", encoding="utf-8") as log:
                 log.write(json.dumps(record) + "\n")
             records.append(record)
