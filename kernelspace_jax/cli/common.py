@@ -118,8 +118,16 @@ def check_config(fv: flags.FlagValues, name: str = "config") -> None:
 
 
 def usage_error(prog: str, error: Exception) -> int:
-    """Prints a usage error in one line (and where help is) and returns exit status 2."""
-    print(f"error: {error} ({prog} --help lists the flags)", file=sys.stderr)
+    """Prints a usage error in one line (and where help is) and returns exit status 2.
+
+    ml_collections puts the traceback of an error raised by a recipe's get_config (an unknown
+    variant, say) into its flag error: only the flag and the error's own last line are kept."""
+    message = str(error)
+    head, traceback_found, rest = message.partition("\nTraceback (most recent call last):")
+    if traceback_found:
+        lines = [line for line in rest.strip().splitlines() if line.strip()]
+        message = f"{head.strip()} {lines[-1].strip() if lines else ''}".strip()
+    print(f"error: {message} ({prog} --help lists the flags)", file=sys.stderr)
     return 2
 
 

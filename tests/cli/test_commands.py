@@ -28,6 +28,7 @@ BAD = [
     ("kernelspace-build-data", ["gopro", "--manual_dir", "/nonexistent/gopro"], 1, "/nonexistent/gopro"),
     ("kernelspace-train", ["--config", "synthetic_tiny"], 2, "--config and --workdir are required"),
     ("kernelspace-train", ["--config", "no_such_recipe", "--workdir", "w"], 2, "no_such_recipe"),
+    ("kernelspace-train", ["--config", "synthetic_tiny:tpu", "--workdir", "w"], 2, "unknown synthetic_tiny variant"),
     # config values a run cannot use: refused before anything is built or compiled (nothing in w/)
     *[
         ("kernelspace-train", ["--config", "synthetic_tiny", "--workdir", "w", setting], 1, says)
