@@ -37,6 +37,33 @@ def _define_prior(fv: flags.FlagValues) -> None:
     )
 
 
+def default_generic_variant(demo: bool) -> str:
+    """The deblur_generic variant run without --config: `fast` on CPUs and for --demo, else `reference`."""
+    import jax
+
+    return "fast" if demo or jax.default_backend() == "cpu" else "reference"
+
+
+def recipe_line(argv: list[str], prior: str) -> str:
+    """What deblur.py prints first: the recipe that runs and why."""
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if given is None and "--config" in argv[:-1]:
+        given = argv[argv.index("--config") + 1]
+    if given is not None:
+        if given.startswith(configs.FOLDER + os.sep):  # an installed recipe, named by resolve_argv's path
+            given = given[len(configs.FOLDER) + 1 :].replace(".py", "", 1)
+        return f"recipe: {given} (--config)"
+    if prior != "generic":
+        return f"recipe: {DEFAULT_CONFIGS[prior][: -len('.py')]}"
+    variant = default_generic_variant("--demo" in argv)
+    if variant == "reference":
+        return "recipe: deblur_generic:reference (the reference's search; on a CPU the default is :fast)"
+    return (
+        "recipe: deblur_generic:fast (the default on CPUs and for --demo: minutes an image; the reference's "
+        "search, about 100 minutes an image on a 2-core CPU, is --config deblur_generic:reference)"
+    )
+
+
 def _flags(argv: list[str]) -> flags.FlagValues:
     prior = flags.FlagValues()  # read first: it picks the default config file
     _define_prior(prior)
@@ -44,8 +71,8 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
     _define_prior(fv)
     default_config = os.path.join(configs.FOLDER, DEFAULT_CONFIGS[prior.prior])
-    if "--demo" in argv and prior.prior == "generic":
-        default_config += ":demo"  # narrow priors, 500 steps: minutes on a CPU
+    if prior.prior == "generic":
+        default_config += ":" + default_generic_variant("--demo" in argv)
     config_flags.DEFINE_config_file(
         "config",
         default_config,
@@ -108,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return common.usage_error(PROG, error)
     common.enable_compilation_cache()
     from kernelspace_jax.deblurring import files
+
+    print(recipe_line(argv, fv.prior))
 
     try:
         return files.run(

@@ -36,7 +36,8 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     config.lr_decays = 5
     config.reg_noise_std = 1e-3  # fresh N(0, std^2) added to z_x and z_k each step
     config.z_scale = 0.1  # z_x, z_k ~ U(0, z_scale)
-    config.update_mode = "joint"  # "joint" (the reference) or "alternating" (x step, then k step)
+    # "joint" (the reference), "alternating" (x step, then k step) or "fixed_kernel" (x alone, k = the warm-up kernel)
+    config.update_mode = "joint"
     config.objective = "auto"  # "auto": "reference" with --vgg-weights, else "fallback"
     config.objectives = ml_collections.ConfigDict({"reference": REFERENCE, "fallback": FALLBACK})
     # "zero", "identity" (G(y, y)), or a .npy/.npz/.pth file (the reference's kernel.pth for its GoPro
@@ -67,7 +68,7 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
     config.kernel_crop = 0  # > 0: estimate k on the centre crop of this side, then x on the whole image
     config.max_pixels = 2048 * 2048  # larger images are refused (use kernel_crop, remat, or downscale)
 
-    if variant == "demo":  # what `deblur.py --demo` runs: narrow priors and 500 steps, minutes on a CPU
+    if variant in ("demo", "fast"):  # what `deblur.py --demo` runs: narrow priors and 500 steps, minutes on a CPU
         config.num_iters = 400
         config.num_warmup_iters = 100
         config.image_dip.update(channels_down=(32,) * 5, channels_up=(32,) * 5, channels_skip=(4,) * 5)
@@ -78,5 +79,5 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
         config.image_dip.update(channels_down=(8,) * 5, channels_up=(8,) * 5, channels_skip=(4,) * 5)
         config.kernel_dip.update(nf=16, n_blocks=1)
     elif variant != "reference":
-        raise ValueError(f"unknown variant {variant!r}: reference, demo or local")
+        raise ValueError(f"unknown variant {variant!r}: reference, fast, demo or local")
     return config

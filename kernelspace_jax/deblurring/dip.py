@@ -16,7 +16,8 @@ devices (`devices.data_mesh()`). One step t of the search, per image:
   W <= t < W + N (main) the objective (`objective.py`) on F(x, k), with the first set of weights for
                         t - W < N // 2 and the second after; `update` "joint" takes one Adam step on both
                         priors (the reference), "alternating" one on x, then one on k given the new x
-                        (the paper's Algorithm 1).
+                        (the paper's Algorithm 1), "fixed_kernel" one on x alone, k staying the
+                        warm-up kernel.
 
 Adam (torch's defaults) at lr 5e-4 in the warm-up, then the reference's StepLR: x 0.7 every N // 5
 steps (`step_decay_schedule`). Both DIP inputs get fresh N(0, 1e-3^2) noise at every step, drawn from
@@ -64,8 +65,8 @@ from kernelspace_jax.kernel_space.model import KernelSpaceModel, padded_size
 from kernelspace_jax.models import dips
 
 TRACE_NAME = "dip"  # engine.trace_count(TRACE_NAME): compilations of this search's chunk
-UPDATES = ("joint", "alternating")
-FIXED_KERNEL = "fixed_kernel"  # second stage of `kernel_crop`: x only, k given
+FIXED_KERNEL = "fixed_kernel"  # x only, k the warm-up kernel (also the second stage of `kernel_crop`)
+UPDATES = ("joint", "alternating", FIXED_KERNEL)
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as the reference uses
 
 

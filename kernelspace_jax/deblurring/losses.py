@@ -30,7 +30,7 @@ def gaussian_taps(size: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _separable_filter(x: jax.Array, taps: np.ndarray) -> jax.Array:
+def separable_filter(x: jax.Array, taps: np.ndarray) -> jax.Array:
     """Per-channel cross-correlation with the window outer(taps, taps) and zero "same" padding, as
     shifted sums along H, then W: (B, H, W, C) -> (B, H, W, C). Far cheaper than the 2-D grouped
     convolution on XLA:CPU, and no convolution gradient inside the search's loop."""
@@ -46,9 +46,9 @@ def _separable_filter(x: jax.Array, taps: np.ndarray) -> jax.Array:
 
 @jax.custom_vjp
 def _gaussian_filter(x: jax.Array) -> jax.Array:
-    """`_separable_filter` with SSIM's Gaussian window. The window is symmetric, so the filter is its own
+    """`separable_filter` with SSIM's Gaussian window. The window is symmetric, so the filter is its own
     transpose and its gradient is the same filter."""
-    return _separable_filter(x, gaussian_taps(SSIM_WINDOW, SSIM_SIGMA))
+    return separable_filter(x, gaussian_taps(SSIM_WINDOW, SSIM_SIGMA))
 
 
 _gaussian_filter.defvjp(lambda x: (_gaussian_filter(x), None), lambda _, dy: (_gaussian_filter(dy),))

@@ -236,9 +236,22 @@ def test_demo(workspace, capsys):
     args = [*workspace["args"], "--output", str(out), "--demo", "--demo-num=2", "--demo-size=64"]
     assert deblur.main(args) == 0
     printed = capsys.readouterr().out
+    assert printed.startswith("recipe: deblur_generic:local (--config)\n")
     assert "| mean (2) |" in printed
     picture = read_image(out / "demo_comparison.png")
     assert picture.shape == (2 * 64 + 4, 3 * 64 + 2 * 4, 3)
+
+
+def test_without_a_config_a_cpu_runs_the_fast_recipe_and_says_so():
+    from kernelspace_jax.configs.deblur_generic import get_config
+
+    argv = ["deblur.py", "--input", "in", "--output", "out"]
+    assert deblur._flags(argv).config.to_dict() == get_config("fast").to_dict()
+    assert deblur.recipe_line(argv, "generic").startswith("recipe: deblur_generic:fast (the default on CPUs")
+    reference = ksj.configs.resolve_argv([*argv, "--config", "deblur_generic:reference"])
+    assert deblur._flags(reference).config.to_dict() == get_config("reference").to_dict()
+    assert deblur.recipe_line(reference, "generic") == "recipe: deblur_generic:reference (--config)"
+    assert deblur.recipe_line([*argv, "--config=my.py:x"], "generic") == "recipe: my.py:x (--config)"
 
 
 def test_demo_blur_is_the_blur_the_shipped_model_was_trained_on():

@@ -20,7 +20,7 @@ import kernelspace_jax as ksj
 from kernelspace_jax.configs.deblur_generic import get_config
 from kernelspace_jax.deblurring import dip as search
 from kernelspace_jax.deblurring import engine
-from kernelspace_jax.deblurring.warmup import fit_to_grid, load_kernel_file, warmup_kernels
+from kernelspace_jax.deblurring.warmup import fit_to_grid, load_kernel_file, unsharp_mask, warmup_kernels
 
 SIZE = 64
 
@@ -67,10 +67,17 @@ batch = search.deblur(model, KEYS, blurry_images(2), config=tiny_config(batch_mo
 alone = search.deblur(model, KEYS[1:], blurry_images(2)[1:], config=tiny_config(batch_mode="vmap"))
 config = tiny_config(update_mode="alternating", remat=True, compute_dtype="bfloat16")
 alternating = search.deblur(model, jax.random.key(1), blurry_images(1, seed=3), config=config)
+# x alone, k fixed to the "sharpened" warm-up kernel of the padded image.
+fixed = search.deblur(model, jax.random.key(2), blurry_images(1, seed=4),
+                      config=tiny_config(update_mode="fixed_kernel", warmup_kernel="sharpened"))
+padded = np.pad(np.asarray(blurry_images(1, seed=4)), ((0, 0), (0, 64), (0, 64), (0, 0)), "reflect")
+from kernelspace_jax.deblurring.warmup import warmup_kernels
 np.savez(sys.argv[1], devices=len(batch.sharp.sharding.device_set), sharp=np.asarray(batch.sharp),
          loss=batch.history["loss"], alone=np.asarray(alone.sharp), alone_loss=alone.history["loss"],
          alone_kernel=np.asarray(alone.kernel), alternating_loss=alternating.history["loss"],
-         alternating_dtype=str(alternating.sharp.dtype), alternating_update=alternating.history["update"])
+         alternating_dtype=str(alternating.sharp.dtype), alternating_update=alternating.history["update"],
+         fixed_kernel=np.asarray(fixed.kernel), fixed_loss=fixed.history["loss"],
+         sharpened=np.asarray(warmup_kernels(model, padded, "sharpened")), fixed_update=fixed.history["update"])
 """
 
 
@@ -165,6 +172,11 @@ def check_two_device_searches(got, result):
     loss = got["alternating_loss"][0]
     assert np.isfinite(loss).all() and loss[7] < loss[4] and loss[3] < loss[0], loss
     assert got["alternating_dtype"] == "float32" and got["alternating_update"] == "alternating"
+    # fixed_kernel: k stays the warm-up kernel, bit for bit, while x's loss falls.
+    assert got["fixed_update"] == "fixed_kernel"
+    np.testing.assert_array_equal(got["fixed_kernel"], got["sharpened"])
+    loss = got["fixed_loss"][0]
+    assert np.isfinite(loss).all() and loss[7] < loss[4] and loss[3] < loss[0], loss
 
 
 def test_search(tmp_path):
@@ -264,6 +276,20 @@ def test_warmup_kernel_files_and_grids(tmp_path):
     assert warmup_kernels(model, jnp.zeros((1, 128, 128, 3)), "zero").shape == (1, 1, 1, dim)
     identity = warmup_kernels(model, blurry_images(1), "identity")
     np.testing.assert_allclose(identity, model.extract(blurry_images(1), blurry_images(1))[0], atol=1e-6)
+    sharpened = warmup_kernels(model, blurry_images(1), "sharpened")
+    guess = unsharp_mask(blurry_images(1))
+    np.testing.assert_allclose(sharpened, model.extract(guess, blurry_images(1))[0], atol=1e-6)
+
+
+def test_unsharp_mask():
+    """y + (y - Gaussian_2(y)), clipped: a constant image stays, an edge overshoots on both sides."""
+    flat = jnp.full((1, 16, 16, 3), 0.4)
+    np.testing.assert_allclose(unsharp_mask(flat), flat, atol=1e-6)
+    edge = jnp.broadcast_to(jnp.where(jnp.arange(16) < 8, 0.3, 0.6)[None, None, :, None], (1, 16, 16, 3))
+    out = np.asarray(unsharp_mask(edge))[0, 8, :, 0]
+    assert out[7] < 0.3 - 0.05 and out[8] > 0.6 + 0.05  # the edge's contrast grows
+    np.testing.assert_allclose(out[[0, 15]], [0.3, 0.6], atol=1e-6)  # far from it nothing changes
+    np.testing.assert_array_equal(unsharp_mask(jnp.where(edge > 0.5, 1.0, 0.0)), jnp.where(edge > 0.5, 1.0, 0.0))
 
 
 def test_config_variants():
