@@ -4,7 +4,7 @@
     model = ksj.load("GOPRO_wVAE.pth")            # or ksj.load_shipped(), or an Orbax folder
     mean, sigma = model.extract(sharp, blurry)    # G: (B, H, W, 3) x2 -> (B, h, w, kernel_dim) x2
     blurry_again = model.blur(sharp, mean)        # F: (B, H, W, 3), kernel -> (B, H, W, 3)
-    result = ksj.deblur(model, jax.random.key(0), blurry, config=ksj.configs.get("deblur_generic:demo"))
+    result = ksj.deblur(model, jax.random.key(0), blurry, config=ksj.configs.get("deblur_generic:fast"))
 
 Argument order everywhere: models first, then the PRNG key, then arrays; options are keyword-only.
 """

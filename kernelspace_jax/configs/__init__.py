@@ -32,7 +32,7 @@ def path(name: str) -> str:
 
 
 def get(name: str) -> ml_collections.ConfigDict:
-    """The ConfigDict of installed recipe `name[:variant]`, e.g. get("deblur_generic:demo")."""
+    """The ConfigDict of installed recipe `name[:variant]`, e.g. get("deblur_generic:fast")."""
     base, _, variant = name.partition(":")
     path(base)  # ValueError naming the recipes for an unknown one
     module = importlib.import_module(f"{__name__}.{base}")

@@ -1,6 +1,6 @@
 """Generic blind deblurring [generic_deblur.py, JointDeblur]: deep image priors searched with F frozen.
 
-    result = deblur(model, jax.random.key(0), blurry, config=configs.get("deblur_generic:demo"))
+    result = deblur(model, jax.random.key(0), blurry, config=configs.get("deblur_generic:fast"))
     result.sharp      # (B, H, W, 3) in [0, 1]: x = ImageDIP(z_x) of the last step, cropped back
     result.kernel     # (B, *model.kernel_shape(H, W)): k = KernelDIP(z_k) of the last step
     result.reblurred  # (B, H, W, 3): F(x, k)

@@ -293,8 +293,9 @@ def test_unsharp_mask():
 
 
 def test_config_variants():
-    reference, demo = get_config(), get_config("demo")
+    reference, fast = get_config(), get_config("fast")
     assert (reference.num_warmup_iters, reference.num_iters, reference.lr_gamma) == (300, 5000, 0.7)
-    assert demo.num_iters + demo.num_warmup_iters == 500 and max(demo.image_dip.channels_down) == 32
+    assert (reference.warmup_kernel, reference.update_mode) == ("zero", "joint")
+    assert max(fast.image_dip.channels_down) == 32 and fast.num_iters < reference.num_iters
     with pytest.raises(ValueError, match="unknown variant"):
-        get_config("fast")
+        get_config("demo")
