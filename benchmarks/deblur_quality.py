@@ -17,7 +17,7 @@ Methods:
   blurry            the input itself (gain 0 by definition: the baseline);
   wiener            the oracle ceiling: non-blind Wiener deconvolution with the *true* PSF and noise
                     (scikit-image), per channel;
-  <recipe>          a deblur_generic variant (fast, demo, reference, ...) with the shipped model, one
+  <recipe>          a deblur_generic variant (fast, reference, local) with the shipped model, one
                     image at a time (the first image's time includes compilation);
   exact_conv        the control: the same search and recipe, F replaced by a true convolution with a
                     31x31 PSF (softmax of the kernel prior's output: classical DIP blind deconvolution);
