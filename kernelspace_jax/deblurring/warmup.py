@@ -11,7 +11,7 @@ The reference fits its KernelDIP to one fixed 1x512x2x2 tensor shipped with its 
   "sharpened" G(s(y), y), per image, with s(y) = y + (y - gaussian_2(y)) an unsharp mask: the kernel
               that blurs a sharper guess of x into y. On the validation cases it is nearer the true
               pair's kernel than "zero" (F(x, k) reproduces y at 34.4 dB with it, 33.0 with zeros,
-              35.5 with G(x, y); docs/deblurring.md, "Why deblurring gains little");
+              35.5 with G(x, y); docs/deblurring_quality.md);
   a file      .npy / .npz (one array, NHWC (1, h, w, kernel_dim) or (h, w, kernel_dim)) or the
               reference's .pth (NCHW (1, kernel_dim, h, w), transposed). A grid other than the
               image's (e.g. the reference's 2x2 for an image larger than 256 px) is resized bilinearly.
