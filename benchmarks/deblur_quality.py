@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -45,9 +46,6 @@ import kernelspace_jax as ksj
 from kernelspace_jax import configs
 from kernelspace_jax.assets import recorded_psfs
 from kernelspace_jax.data.synthetic import _load_source, random_kernel, uniform_blur
-from kernelspace_jax.deblurring import dip
-from kernelspace_jax.kernel_space.inputs import image_keys, pad_to
-from kernelspace_jax.kernel_space.model import padded_size
 
 SOURCES = {
     "val": ("skimage:chelsea", "skimage:camera", "skimage:gravel"),
@@ -58,6 +56,7 @@ MIN_PSF_EXTENT = 6  # px: the recorded PSFs spanning less are left out
 EXACT_KERNEL_SIZE = 31
 
 
+@functools.cache
 def _photo(source: str, size: int) -> np.ndarray:
     """(H, W, 3) uint8 of a source name; the motorcycle views come from skimage.data.stereo_motorcycle."""
     if source.startswith("motorcycle_"):
@@ -179,16 +178,9 @@ class ExactBlur:
 
 def true_kernel_search(model, key, blurry, sharp, config):
     """x alone, k fixed to G(x, y) of the true pair: (B, H, W, 3)."""
-    settings = dataclasses.replace(dip.settings_from_config(config, model, False), update=dip.FIXED_KERNEL)
-    height, width = blurry.shape[1:3]
-    size = padded_size(model.config, height, width)
-    padded_y, padded_x = pad_to(blurry, size), pad_to(sharp, size)
-    kernel, _ = model.extract(padded_x, padded_y)
-    keys = image_keys(key, blurry.shape[0])
-    sharp_out, _, _ = dip._search(
-        model, padded_y, kernel, keys, settings, config.num_warmup_iters, config.num_iters, None, None, False
-    )
-    return sharp_out[:, :height, :width]
+    config.update_mode = "fixed_kernel"
+    kernel, _ = model.extract(sharp, blurry)
+    return ksj.deblur(model, key, blurry, config=config, warmup_kernel=kernel).sharp
 
 
 def run_method(method: str, case: dict, config_name: str, overrides: list[str], model) -> np.ndarray:

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from kernelspace_jax.deblurring import dip
+from kernelspace_jax.deblurring import dip, warmup
 from kernelspace_jax.deblurring.dip import deblur, resolve_objective
 from kernelspace_jax.deblurring.stylegan2 import search as stylegan2_search
 from kernelspace_jax.deblurring.stylegan2.prior import StyleGAN2Prior
@@ -97,7 +97,8 @@ def check_search_config(
     The search's own rules (`settings_from_config` of dip.py or stylegan2/search.py; before the model is
     loaded with a stand-in for it, whose kernel_dim the KernelDIP check then skips), then those the
     searches meet only while running: compute_dtype one of COMPUTE_DTYPES, lr_decays (k_lr_decays with
-    the StyleGAN2 prior) >= 1, at most MAX_STEPS steps. Cheap: nothing is loaded or compiled.
+    the StyleGAN2 prior) >= 1, at most MAX_STEPS steps, a warm-up kernel that is computed or an existing
+    file. Cheap: nothing is loaded or compiled.
     """
     stand_in = model if model is not None else types.SimpleNamespace(config=types.SimpleNamespace(kernel_dim=1))
     try:
@@ -125,6 +126,12 @@ def check_search_config(
     steps = search_steps(config, prior)
     if steps > MAX_STEPS:
         raise ValueError(f"search config: {steps} search steps in all, above the limit of {MAX_STEPS}")
+    spec = config.get("warmup_kernel", "zero")
+    if prior == "generic" and spec not in warmup.COMPUTED and not os.path.isfile(spec):
+        raise ValueError(
+            f"search config: warm-up kernel {spec!r} is neither one of {warmup.COMPUTED} nor an existing "
+            ".npy/.npz/.pth file"
+        )
 
 
 def output_paths(output: Path, name: str) -> dict[str, Path]:

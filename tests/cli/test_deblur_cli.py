@@ -357,6 +357,7 @@ def test_ground_truth_is_checked_before_any_search(workspace, capsys, monkeypatc
         ("--config.lr_decays=0", 1, "lr_decays must be >= 1"),
         ("--config.chunk_size=-1", 1, "need chunk_size >= 0"),
         ("--config.update_mode=sideways", 1, "update must be one of"),
+        ("--config.warmup_kernel=sharpend", 1, "warm-up kernel 'sharpend' is neither one of"),
     ],
 )
 def test_search_settings_are_checked_before_anything_is_loaded(workspace, capsys, monkeypatch, setting, status, says):
