@@ -13,9 +13,12 @@ of G (`extract`), F (`blur`) and one training step (forward, backward and an opt
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -108,24 +111,40 @@ def block(tree):
     return jax.tree.map(lambda x: x.block_until_ready(), tree)
 
 
-def bench(name, jitted, args, repeats, threaded=None):
-    """Compiles `jitted` for `args` (timed), runs it once to warm up, then `repeats` timed runs.
+def reference_times(what: str, args, repeats: int) -> list[float]:
+    """The reference's step times (PyTorch, in `--reference-python`), from benchmarks/reference_step.py."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_step.py")
+    command = [args.reference_python, script, "--repo", args.reference_repo, "--what", what, "--json"]
+    command += ["--size", str(args.size), "--batch", str(args.batch), "--steps", str(repeats)]
+    command += ["--threads", str(args.reference_threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"the reference's {what} step failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["times"]
+
+
+def bench(name, jitted, args, repeats, rounds=1, threaded=None, reference=None):
+    """Compiles `jitted` for `args` (timed), runs it once to warm up, then `rounds` x `repeats` timed runs.
 
     `threaded(outputs, args) -> args` feeds donated outputs back in (the training step).
+    `reference(repeats) -> times`, if given, runs after each round, so that both see the machine alike.
     """
     start = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     compile_s = time.perf_counter() - start
     flops = cost_flops(compiled)
-    times, cpu_times = [], []
-    for i in range(repeats + 1):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        out = block(compiled(*args))
-        if i:
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
-        if threaded is not None:
-            args = threaded(out, args)
+    times, cpu_times, ref_times = [], [], []
+    for r in range(rounds):
+        for i in range(repeats + (r == 0)):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            out = block(compiled(*args))
+            if r or i:
+                times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
+            if threaded is not None:
+                args = threaded(out, args)
+        if reference is not None:
+            ref_times += reference(repeats)
     return {
         "name": name,
         "compile_s": compile_s,
@@ -134,6 +153,8 @@ def bench(name, jitted, args, repeats, threaded=None):
         "cpu_s": statistics.median(cpu_times),
         "times": times,
         "flops": flops,
+        "reference_s": statistics.median(ref_times) if ref_times else None,
+        "reference_times": ref_times,
     }
 
 
@@ -158,6 +179,15 @@ def main(argv=None) -> None:
         "XLA_FLAGS; KERNELSPACE_JAX_XLA_FLAGS=0 in the environment gives XLA's stock CPU settings)",
     )
     parser.add_argument("--skip-counts", action="store_true", help="skip the parameter-count table")
+    parser.add_argument(
+        "--reference-repo",
+        default=None,
+        help="checkout of the authors' repository: time the reference's G, F and training step too, interleaved "
+        "with ours, and print the ratio (needs PyTorch in --reference-python)",
+    )
+    parser.add_argument("--reference-python", default=sys.executable, help="Python with PyTorch for the reference")
+    parser.add_argument("--reference-threads", type=int, default=os.cpu_count(), help="torch threads (default: all)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and the reference's (default 2)")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
 
@@ -191,17 +221,23 @@ def main(argv=None) -> None:
     step = jax.jit(train_step, donate_argnums=(0, 1), compiler_options=opts)
     kernel = eps * 0.01
 
+    rounds = args.rounds if args.reference_repo else 1
+
+    def reference(what):
+        return (lambda n: reference_times(what, args, n)) if args.reference_repo else None
+
     results = []
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     if "G" in wanted:
-        results.append(bench("G (extract)", g, (params, sharp, blurry), repeats))
+        results.append(bench("G (extract)", g, (params, sharp, blurry), repeats, rounds, reference=reference("G")))
     if "F" in wanted:
-        results.append(bench("F (blur)", f, (params, sharp, kernel), repeats))
+        results.append(bench("F (blur)", f, (params, sharp, kernel), repeats, rounds, reference=reference("F")))
     if "train" in wanted:
         # The step donates params and optimizer state, so copies go in and its outputs are fed back.
         state = (jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, opt_state), sharp, blurry, eps)
+        thread = lambda out, a: (out[0], out[1], *a[2:])
         results.append(
-            bench("train step (fwd+bwd+Adam)", step, state, repeats, threaded=lambda out, a: (out[0], out[1], *a[2:]))
+            bench("train step (fwd+bwd+Adam)", step, state, repeats, rounds, thread, reference=reference("train"))
         )
 
     peak = args.peak_tflops
@@ -214,12 +250,15 @@ def main(argv=None) -> None:
     variant = "wVAE" if cfg.use_vae else "woVAE"
     print(
         f"{variant}, {args.batch}x{args.size}x{args.size}x{cfg.image_channels}, float32, "
-        f"median of {repeats} runs after one warm-up (CPU s: median process CPU time, all threads; "
+        f"median of {rounds * repeats} runs after one warm-up (CPU s: median process CPU time, all threads; "
         f"TFLOP/s: XLA's FLOP count / median)"
+        + (f"; reference: PyTorch, {rounds} rounds alternating with ours" if args.reference_repo else "")
     )
     header = f"{'what':<28}{'compile s':>10}{'median s':>10}{'min s':>9}{'CPU s':>9}{'GFLOP':>10}{'TFLOP/s':>9}"
     if peak:
         header += f"{'of peak':>9}"
+    if args.reference_repo:
+        header += f"{'reference s':>13}{'ratio':>7}"
     print(header)
     for r in results:
         gflop = r["flops"] / 1e9 if r["flops"] else float("nan")
@@ -230,10 +269,17 @@ def main(argv=None) -> None:
         )
         if peak:
             line += f"{tflops / peak:>9.1%}"
+        if r["reference_s"]:
+            line += f"{r['reference_s']:>13.3f}{r['median_s'] / r['reference_s']:>7.2f}"
         print(line)
     if peak:
         print(f"peak {peak} TFLOP/s ({peak_source})")
     print("all times (s): " + "; ".join(f"{r['name']}: " + ", ".join(f"{t:.3f}" for t in r["times"]) for r in results))
+    if args.reference_repo:
+        print(
+            "reference times (s): "
+            + "; ".join(f"{r['name']}: " + ", ".join(f"{t:.3f}" for t in r["reference_times"]) for r in results)
+        )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,13 @@ no-op, so neither torchvision nor a GPU nor a download is needed.
 
 `--what train` is `ImageBaseModel.optimize_parameters` of the released woVAE KernelWizard: G(x, y),
 F(x, k), the Charbonnier sum, backward and an Adam step (lr 1e-4, betas 0.9, 0.99), as
-benchmarks/models.py times ours.
+benchmarks/models.py times ours; `--what G` and `--what F` are the KernelWizard's forward pass
+(G(x, y)) and `adaptKernel` (F(x, k)) under `torch.no_grad()`. `--json` prints the step times as one
+JSON line (benchmarks/models.py reads it to put the reference beside its own figures).
 """
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -101,14 +104,16 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after 2 untimed)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--what", choices=("deblur", "train"), default="deblur", help="which step")
-    parser.add_argument("--batch", type=int, default=2, help="images per training step (--what train)")
+    parser.add_argument("--what", choices=("deblur", "train", "G", "F"), default="deblur", help="which step")
+    parser.add_argument("--batch", type=int, default=2, help="images per step (--what train, G, F)")
+    parser.add_argument("--json", action="store_true", help="print the step times as one JSON line")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     m = build(args.repo, args.size)
-    step = _train_step(m["wizard"], args) if args.what == "train" else _deblur_step(m, args)
+    make = {"train": _train_step, "G": _extract_step, "F": _blur_step}.get(args.what)
+    step = make(m["wizard"], args) if make else _deblur_step(m, args)
     for _ in range(2):
         step()
     times = []
@@ -116,6 +121,9 @@ def main():
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
+    if args.json:
+        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "times": times}))
+        return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.what} step, {args.size}x{args.size}: "
         f"median {statistics.median(times):.2f} s per step over {args.steps} "
@@ -136,6 +144,29 @@ def _train_step(wizard, args):
         fake = wizard.adaptKernel(sharp, mean + sigma * torch.randn_like(mean))
         torch.sum(torch.sqrt((fake - blurry) ** 2 + 1e-6)).backward()
         optimizer.step()
+
+    return step
+
+
+def _extract_step(wizard, args):
+    sharp = torch.rand(args.batch, 3, args.size, args.size)
+    blurry = torch.rand(args.batch, 3, args.size, args.size)
+
+    @torch.no_grad()
+    def step():
+        wizard(sharp, blurry)
+
+    return step
+
+
+def _blur_step(wizard, args):
+    sharp = torch.rand(args.batch, 3, args.size, args.size)
+    with torch.no_grad():
+        kernel = 0.01 * torch.randn_like(wizard(sharp, torch.rand_like(sharp))[0])
+
+    @torch.no_grad()
+    def step():
+        wizard.adaptKernel(sharp, kernel)
 
     return step
 

@@ -30,6 +30,7 @@ from kernelspace_jax.kernel_space.model import (
     init_params,
     kernel_shape,
     padded_size,
+    reblur,
     sample,
 )
 from kernelspace_jax.kernel_space.operator import BlurOperator
@@ -57,6 +58,7 @@ __all__ = [
     "load_stylegan2_prior",
     "make_augmentation",
     "padded_size",
+    "reblur",
     "sample",
     "save",
     "save_bank",

@@ -30,6 +30,7 @@ PUBLIC = {
     "load_stylegan2_prior",
     "make_augmentation",
     "padded_size",
+    "reblur",
     "sample",
     "save",
     "save_bank",
@@ -39,7 +40,7 @@ PUBLIC = {
 MODELS = ("model", "prior")
 # Positional parameters that are data (arrays, sizes, paths), not options.
 DATA = {  # arrays, shapes, sizes, files and sources
-    *("sharp", "blurry", "images", "kernel", "kernel_a", "kernel_b", "mean", "sigma", "params", "keys"),
+    *("sharp", "blurry", "images", "kernel", "kernel_a", "kernel_b", "mean", "sigma", "eps", "params", "keys"),
     *("source_sharp", "source_blurry", "target_sharp", "source", "bank", "config"),
     *("num", "batch", "height", "width", "grid", "size", "path", "checkpoint", "name"),
 }

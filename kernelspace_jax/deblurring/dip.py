@@ -63,6 +63,7 @@ from kernelspace_jax.devices import data_mesh
 from kernelspace_jax.kernel_space.inputs import check_images, check_key, image_keys, pad_to
 from kernelspace_jax.kernel_space.model import KernelSpaceModel, padded_size
 from kernelspace_jax.models import dips
+from kernelspace_jax.models.layers import xla_default_precision
 
 TRACE_NAME = "dip"  # engine.trace_count(TRACE_NAME): compilations of this search's chunk
 FIXED_KERNEL = "fixed_kernel"  # x only, k the warm-up kernel (also the second stage of `kernel_crop`)
@@ -345,7 +346,8 @@ def _chunk(state, blurry, features, warmup_kernel, t0, num_warmup, num_iters, mo
         return _step(settings, model, vgg_params, state, blurry, features, warmup_kernel, t, num_warmup, num_iters)
 
     batched = (blurry, features, warmup_kernel)
-    return scan_chunk(step, state, batched, t0, chunk_size=settings.chunk_size, sequential=settings.sequential)
+    with xla_default_precision():
+        return scan_chunk(step, state, batched, t0, chunk_size=settings.chunk_size, sequential=settings.sequential)
 
 
 @xla_options.jit(static_argnames=("settings", "mesh"), donate_argnums=0)

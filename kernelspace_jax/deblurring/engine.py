@@ -68,8 +68,15 @@ def chunking(config: ml_collections.ConfigDict) -> tuple[int, bool]:
 
 
 def all_finite(*trees) -> jax.Array:
-    """True (a scalar) when every leaf of every tree is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]))
+    """True (a scalar) when every leaf of every tree is finite.
+
+    The leaves' flags are combined by a dot product: XLA turns `jnp.all` of a few hundred flags into a
+    chain of `and`s and copies that chain into every fusion that reads the result (the update of each
+    parameter and optimiser leaf), which made a search chunk 200k instructions long and its
+    compilation twice as slow; a dot it computes once.
+    """
+    flags = jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(trees)]).astype(jnp.float32)
+    return jnp.dot(flags, jnp.ones_like(flags)) == flags.size
 
 
 def in_turns(run, state, *inputs, steps: int):

@@ -145,17 +145,35 @@ class KernelSpaceNetwork(nn.Module):
 
         sigma is used raw, as in the reference (it may be negative); zeros without a VAE.
         """
-        both = self.features(jnp.concatenate([sharp, blurry], axis=0))
-        sharp_features, blurry_features = jnp.split(both, 2, axis=0)
-        latent = self.extractor(sharp_features, blurry_features).astype(jnp.float32)
-        if self.config.use_vae:
-            return jnp.split(latent, 2, axis=-1)
-        return latent, jnp.zeros_like(latent)
+        return self._latent(*self._both_features(sharp, blurry))
 
     def blur(self, sharp: jax.Array, kernel: jax.Array) -> jax.Array:
         """F [`KernelWizard.adaptKernel`]: sharp + residual, (B, H, W, C), not clamped."""
+        return self._blur_features(self.features(sharp), sharp, kernel)
+
+    def reblur(self, sharp: jax.Array, blurry: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """F(x, mean + sigma * eps) with (mean, sigma) = G(x, y): the training objective's forward pass.
+
+        Returns (F's output (B, H, W, C), mean, sigma). The numbers of `blur` after `extract` (the
+        reference's two calls), but the features of `sharp` are computed once for both networks.
+        """
+        sharp_features, blurry_features = self._both_features(sharp, blurry)
+        mean, sigma = self._latent(sharp_features, blurry_features)
+        return self._blur_features(sharp_features, sharp, mean + sigma * eps), mean, sigma
+
+    def _both_features(self, sharp: jax.Array, blurry: jax.Array) -> tuple[jax.Array, jax.Array]:
+        both = self.features(jnp.concatenate([sharp, blurry], axis=0))
+        return tuple(jnp.split(both, 2, axis=0))
+
+    def _latent(self, sharp_features: jax.Array, blurry_features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        latent = self.extractor(sharp_features, blurry_features).astype(jnp.float32)
+        if self.config.use_vae:
+            return tuple(jnp.split(latent, 2, axis=-1))
+        return latent, jnp.zeros_like(latent)
+
+    def _blur_features(self, sharp_features: jax.Array, sharp: jax.Array, kernel: jax.Array) -> jax.Array:
         skip = sharp if self.config.sharp_skip else None
-        residual = self.reconstruction(self.adapter(self.features(sharp), kernel), skip)
+        residual = self.reconstruction(self.adapter(sharp_features, kernel), skip)
         return sharp + residual.astype(sharp.dtype)
 
     def __call__(self, sharp: jax.Array, blurry: jax.Array) -> jax.Array:

@@ -23,6 +23,11 @@ numbers up to float32 round-off:
 * 2x2 max pools (`max_pool_2x2`) have an elementwise gradient: XLA:CPU lowers select-and-scatter to a
   scatter with index buffers of the input's size.
 
+Precision (`precision`): float32 operands ask for HIGHEST, so that F and G called in float32 compute in
+float32 on GPUs and TPUs too (XLA's default there is TF32 or bfloat16 passes); bfloat16 operands, a
+`jax_default_matmul_precision` the user set, and the package's own loops (`xla_default_precision`)
+get the default.
+
 On CPU, also compile with `compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}` (jaxlib
 0.10): XLA:CPU otherwise hands convolutions to YNNPACK, whose kernels for these shapes are several times
 slower than Eigen's (see benchmarks/README.md; the figures of this docstring are in docs/benchmarks.md).
@@ -137,10 +142,32 @@ def _patches(x: jax.Array, kernel: tuple[int, int], strides: tuple[int, int], ou
     )
 
 
+def precision(*operands: jax.Array) -> lax.Precision | None:
+    """The precision of this module's convolutions and matmuls: float32 operands get float32 products.
+
+    XLA's default lets float32 convolutions and matmuls run in TF32 on NVIDIA GPUs (bfloat16 passes on
+    TPUs), so a model asked to compute in float32 asks for HIGHEST; bfloat16 operands, or a
+    `jax_default_matmul_precision` the user set (globally or with `jax.default_matmul_precision`), get
+    the default. On CPUs both are float32 products.
+    """
+    if jax.config.jax_default_matmul_precision is not None:
+        return None
+    if all(operand.dtype == jnp.float32 for operand in operands):
+        return lax.Precision.HIGHEST
+    return None
+
+
+def xla_default_precision():
+    """A context for the package's own training and search loops: XLA's default precision for float32
+    convolutions and matmuls (TF32 on NVIDIA GPUs, as the reference's PyTorch runs its cuDNN
+    convolutions by default), unless the user set `jax_default_matmul_precision`, which then applies."""
+    return jax.default_matmul_precision(jax.config.jax_default_matmul_precision or "default")
+
+
 @jax.custom_vjp
 def _patch_matmul(patches: jax.Array, w: jax.Array) -> jax.Array:
     """(..., K) @ (K, N) -> (..., N); for few rows, the input gradient is one matvec per row."""
-    return lax.dot_general(patches, w, (((patches.ndim - 1,), (0,)), ((), ())))
+    return lax.dot_general(patches, w, (((patches.ndim - 1,), (0,)), ((), ())), precision=precision(patches, w))
 
 
 def _patch_matmul_fwd(patches, w):
@@ -150,11 +177,12 @@ def _patch_matmul_fwd(patches, w):
 def _patch_matmul_bwd(residuals, dy):
     patches, w = residuals
     rows, dy_rows = patches.reshape(-1, w.shape[0]), dy.reshape(-1, w.shape[1])
+    kind = precision(rows, dy_rows, w)
     if rows.shape[0] <= FEW_ROWS_MAX:
-        d_rows = jnp.stack([w @ row for row in dy_rows])
+        d_rows = jnp.stack([jnp.matmul(w, row, precision=kind) for row in dy_rows])
     else:
-        d_rows = dy_rows @ w.T
-    dw = lax.dot_general(rows, dy_rows, (((0,), (0,)), ((), ())))
+        d_rows = jnp.matmul(dy_rows, w.T, precision=kind)
+    dw = lax.dot_general(rows, dy_rows, (((0,), (0,)), ((), ())), precision=kind)
     return d_rows.reshape(patches.shape), dw.astype(w.dtype)
 
 
@@ -162,7 +190,7 @@ _patch_matmul.defvjp(_patch_matmul_fwd, _patch_matmul_bwd)
 
 
 def _conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
-    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DIMENSIONS)
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DIMENSIONS, precision=precision(x, w))
 
 
 def _row_blocks(batch: int, rows: int, channels: int) -> int:
@@ -304,7 +332,7 @@ def _conv_transpose_matmul(
     batch, out_h, out_w = y.shape[:3]
     # (B, h, w, kh, kw, I): x_pad[s*h + k] gets taps[h, k]. Computed as w @ y^T: XLA:CPU would copy a
     # transposed w (up to 32 MB here) to compute y @ w^T, while y is small.
-    taps = lax.dot_general(w, y, (((3,), (3,)), ((), ()))).transpose(3, 4, 5, 0, 1, 2)
+    taps = lax.dot_general(w, y, (((3,), (3,)), ((), ())), precision=precision(w, y)).transpose(3, 4, 5, 0, 1, 2)
     taps = jnp.pad(taps, ((0, 0),) * 3 + ((0, ah * sh - kh), (0, aw * sw - kw), (0, 0)))
     taps = taps.reshape(batch, out_h, out_w, ah, sh, aw, sw, cin)
     # With k = s*a + i, tap k of pixel h lands on phase i of cell h + a.
@@ -348,7 +376,8 @@ def _add_bias_fwd(y, bias):
 def _add_bias_bwd(bias, dy):
     rows = dy.reshape(-1, dy.shape[-1])
     ones = jnp.ones((rows.shape[0],), dy.dtype)
-    return dy, jnp.dot(ones, rows, preferred_element_type=jnp.float32).astype(bias.dtype)
+    grad = jnp.dot(ones, rows, preferred_element_type=jnp.float32, precision=precision(rows))
+    return dy, grad.astype(bias.dtype)
 
 
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)

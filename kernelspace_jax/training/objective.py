@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from kernelspace_jax.kernel_space.config import KernelSpaceConfig
-from kernelspace_jax.kernel_space.model import Params, blur, extract
+from kernelspace_jax.kernel_space.model import Params, reblur
 from kernelspace_jax.training import losses
 
 
@@ -21,7 +21,8 @@ def kernel_space_loss(
     kl_weight: float = 0.0,
     dtype=jnp.float32,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """pixel_weight * Charbonnier_sum(F(x, mean + sigma * eps), y) [+ kl_weight * KL_sum with a VAE].
+    """pixel_weight * Charbonnier_sum(F(x, mean + sigma * eps), y) [+ kl_weight * KL_sum with a VAE],
+    (mean, sigma) = G(x, y); computed by `reblur` (the features of x once for both networks).
 
     Args:
       sharp, blurry: (B, H, W, C) in [0, 1]. eps: N(0, 1) noise shaped like the kernel,
@@ -29,8 +30,7 @@ def kernel_space_loss(
     Returns:
       (total, {"pixel": ..., "kl": ...}); sums over the batch, as in the reference.
     """
-    mean, sigma = extract(params, sharp, blurry, config=config, dtype=dtype)
-    kernel = mean + sigma * eps
-    pixel = pixel_weight * losses.charbonnier_sum(blur(params, sharp, kernel, config=config, dtype=dtype), blurry)
+    fake, mean, sigma = reblur(params, sharp, blurry, eps, config=config, dtype=dtype)
+    pixel = pixel_weight * losses.charbonnier_sum(fake, blurry)
     kl = kl_weight * losses.kl_divergence_sum(mean, sigma) if config.use_vae else jnp.zeros((), jnp.float32)
     return pixel + kl, {"pixel": pixel, "kl": kl}

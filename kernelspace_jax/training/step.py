@@ -25,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 from kernelspace_jax import xla_options
 from kernelspace_jax.kernel_space.config import KernelSpaceConfig
 from kernelspace_jax.kernel_space.model import Params, kernel_shape
+from kernelspace_jax.models.layers import xla_default_precision
 from kernelspace_jax.training.objective import kernel_space_loss
 from kernelspace_jax.training.schedules import cosine_annealing_restarts
 
@@ -71,8 +72,14 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One Adam update on a batch {"sharp", "blurry"}: (B, H, W, 3) in [0, 1]. Pure.
 
-    A non-finite loss or gradient leaves the state unchanged and reports `finite` = 0.
+    A non-finite loss or gradient leaves the state unchanged and reports `finite` = 0. Convolutions
+    run at XLA's default precision (`models.layers.xla_default_precision`: TF32 on NVIDIA GPUs).
     """
+    with xla_default_precision():
+        return _train_step(state, batch, model, tx, key, pixel_weight, kl_weight, dtype)
+
+
+def _train_step(state, batch, model, tx, key, pixel_weight, kl_weight, dtype):
     sharp, blurry = batch["sharp"], batch["blurry"]
     eps = jax.random.normal(
         jax.random.fold_in(key, state.step), (sharp.shape[0], *kernel_shape(model, *sharp.shape[1:3]))

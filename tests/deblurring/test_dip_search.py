@@ -299,3 +299,19 @@ def test_config_variants():
     assert max(fast.image_dip.channels_down) == 32 and fast.num_iters < reference.num_iters
     with pytest.raises(ValueError, match="unknown variant"):
         get_config("demo")
+
+
+def test_all_finite_is_computed_once_in_the_compiled_step():
+    """The step's keep-flag: right values, and not a chain of `and`s copied into every leaf's update."""
+    leaves = [jnp.full((4, 4), float(i)) for i in range(60)]
+    assert bool(engine.all_finite(leaves, jnp.float32(1.0)))
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        assert not bool(engine.all_finite([*leaves[:30], leaves[30].at[1, 2].set(bad), *leaves[31:]]))
+
+    def update(leaves, old):
+        keep = engine.all_finite(leaves)
+        return [jnp.where(keep, new * 2.0, prev) for new, prev in zip(leaves, old, strict=True)]
+
+    program = jax.jit(update).lower(leaves, leaves).compile().as_text()
+    # One `and` per leaf's reduction at most; jnp.all of the stacked flags gave 60 x 60 = 3600.
+    assert program.count(" and(") <= len(leaves)

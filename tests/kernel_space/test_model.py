@@ -1,6 +1,7 @@
 """The public API of F and G: transformations, any size, dtypes, and clear errors on bad input."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -152,6 +153,48 @@ def test_bfloat16_compute_is_close_to_float32(energized, inputs):
     residual = float(jnp.abs(full - x).max())
     assert float(jnp.abs(half - full).max()) < 0.05 * residual
     assert jax.tree.leaves(energized.with_dtype(jnp.bfloat16).params)[0].dtype == jnp.float32
+
+
+def _precision_kinds(lowered) -> set[str]:
+    """The precision attributes of every convolution and dot of a lowered program."""
+    text = lowered.as_text()
+    ops = [line for line in text.splitlines() if "stablehlo.convolution" in line or "stablehlo.dot_general" in line]
+    assert len(ops) > 20
+    return {(re.findall(r"precision[ =\[<]+(\w+)", op) or ["DEFAULT"])[0] for op in ops}
+
+
+def _precisions(m, x, k):
+    """Of F's forward and backward pass."""
+    return _precision_kinds(jax.jit(jax.grad(lambda m, x: jnp.sum(m.blur(x, k)), argnums=(0, 1))).lower(m, x))
+
+
+def test_float32_asks_for_float32_products_and_bfloat16_or_a_users_setting_for_the_default(energized, inputs):
+    """No silent TF32 (GPUs) or bfloat16 passes (TPUs) where float32 was asked for."""
+    x, k = inputs["sharp"], inputs["kernel_rand"]
+    with jax.default_matmul_precision(None):  # conftest.py sets "highest" for every test: a user's default
+        assert _precisions(energized, x, k) == {"HIGHEST"}
+        assert _precisions(energized.with_dtype(jnp.bfloat16), x, k) == {"DEFAULT"}
+    with jax.default_matmul_precision("tensorfloat32"):  # the user's own setting applies ("HIGH")
+        assert _precisions(energized, x, k) == {"HIGH"}
+
+
+def test_the_training_step_keeps_xlas_default_precision_unless_the_user_sets_one(energized, inputs):
+    """The package's own loops run as the reference's PyTorch does on GPUs (TF32 convolutions)."""
+    import optax
+
+    from kernelspace_jax.training.step import create_state, train_step
+
+    tx = optax.adam(1e-4)
+    state = create_state(energized.params, tx)
+    batch = {"sharp": inputs["sharp"], "blurry": inputs["blurry"]}
+    step = lambda s, b: train_step(
+        s, b, model=energized.config, tx=tx, key=jax.random.key(0), pixel_weight=1.0, kl_weight=1e-5
+    )
+
+    with jax.default_matmul_precision(None):
+        assert _precision_kinds(jax.jit(step).lower(state, batch)) == {"DEFAULT"}
+    with jax.default_matmul_precision("highest"):
+        assert _precision_kinds(jax.jit(step).lower(state, batch)) == {"HIGHEST"}
 
 
 def test_init_follows_the_reference_initialisation(energized, micro_models, inputs):

@@ -65,6 +65,24 @@ def test_blur_matches_reference(micro_models, folder, variant, size, kernel_name
         )
 
 
+@pytest.mark.parametrize(("folder", "variant", "size"), CASES)
+def test_reblur_matches_reference(micro_models, folder, variant, size):
+    """The training objective's F(x, G(x, y)), x's features shared: the reference's two calls' numbers."""
+    m, inputs, golden = micro_models[folder, variant], golden_inputs(size), _golden(folder, variant, size)
+    sharp, blurry, eps = (jnp.asarray(inputs[name]) for name in ("sharp", "blurry", "eps"))
+    out, mean, sigma = m.reblur(sharp, blurry, eps)
+    if folder == "golden":
+        assert_fingerprint(out, golden, "adapt_out", tol=2e-5)
+    else:
+        assert_fingerprint(
+            out, golden, "adapt_out", tol=1e-4, scale=_residual_scale(golden, inputs["sharp"], "adapt_out")
+        )
+    two_calls = m.extract(sharp, blurry)
+    np.testing.assert_allclose(mean, two_calls[0], rtol=0, atol=1e-6 * float(np.abs(two_calls[0]).max()))
+    np.testing.assert_allclose(sigma, two_calls[1], rtol=0, atol=1e-6 * (float(np.abs(two_calls[1]).max()) + 1e-30))
+    np.testing.assert_allclose(out, m.blur(sharp, mean + sigma * eps), rtol=0, atol=1e-5)
+
+
 def nhwc_kernel(golden):
     return golden["kernel"].transpose(0, 2, 3, 1)
 

@@ -60,6 +60,7 @@ from kernelspace_jax.devices import data_mesh
 from kernelspace_jax.kernel_space import inputs
 from kernelspace_jax.kernel_space.model import KernelSpaceModel
 from kernelspace_jax.models import dips
+from kernelspace_jax.models.layers import xla_default_precision
 from kernelspace_jax.models.stylegan2 import make_noise
 
 L2_EPS = 1e-15  # the reference's `eps`: the L2 term is clamped below
@@ -290,9 +291,10 @@ def _chunk(state, blurry, warmup_kernel, t0, counts, model, prior, *, settings):
     """The chunk's steps of a batch: (state, losses (chunk_size, B)), by `engine.scan_chunk`."""
     batched = jax.vmap(functools.partial(_step, settings, model, prior), in_axes=(0, 0, 0, None, None))
     step = lambda state, blurry, warmup_kernel, t: batched(state, blurry, warmup_kernel, t, counts)
-    return scan_chunk(
-        step, state, (blurry, warmup_kernel), t0, chunk_size=settings.chunk_size, sequential=settings.sequential
-    )
+    with xla_default_precision():
+        return scan_chunk(
+            step, state, (blurry, warmup_kernel), t0, chunk_size=settings.chunk_size, sequential=settings.sequential
+        )
 
 
 @xla_options.jit(static_argnames=("settings", "mesh"), donate_argnums=0)
