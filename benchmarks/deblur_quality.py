@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernelspace_jax as ksj
 from kernelspace_jax import configs
 from kernelspace_jax.assets import recorded_psfs
-from kernelspace_jax.data.synthetic import _load_source, random_kernel, uniform_blur
+from kernelspace_jax.data.synthetic import load_source, random_kernel, uniform_blur
 
 SOURCES = {
     "val": ("skimage:chelsea", "skimage:camera", "skimage:gravel"),
@@ -64,7 +64,7 @@ def _photo(source: str, size: int) -> np.ndarray:
 
         left, right, _ = skimage.data.stereo_motorcycle()
         return left if source.endswith("left") else right
-    return _load_source(source, size, size)
+    return load_source(source, size, size)
 
 
 def psf_extent(psf: np.ndarray) -> int:

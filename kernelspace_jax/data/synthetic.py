@@ -244,7 +244,7 @@ def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _load_source(source: str, min_height: int, min_width: int) -> np.ndarray:
+def load_source(source: str, min_height: int, min_width: int) -> np.ndarray:
     """Read-only (H, W, 3) uint8 of "skimage:<name>" or an image file, upscaled to the minimum size."""
     from PIL import Image
 
@@ -410,7 +410,7 @@ class SyntheticPairs:
         kernels, uniform = self._kernels(kernel_rng)
         (h, w), pad = cfg.crop_size, cfg.kernel_size // 2
         # Crop with a margin of half a kernel so the blur uses the real surroundings.
-        source = _load_source(self.sources[image_rng.integers(len(self.sources))], h + 2 * pad, w + 2 * pad)
+        source = load_source(self.sources[image_rng.integers(len(self.sources))], h + 2 * pad, w + 2 * pad)
         top = image_rng.integers(source.shape[0] - h - 2 * pad + 1)
         left = image_rng.integers(source.shape[1] - w - 2 * pad + 1)
         window = source[top : top + h + 2 * pad, left : left + w + 2 * pad]
