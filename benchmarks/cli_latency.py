@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_utils import cpu_name
 from skimage import data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +79,7 @@ def main(argv=None) -> None:
             command += ["--output", str(tmp / f"out{run}"), *args.extra]
             rows.append(timed_run(command, env))
             print(f"run {run + 1}: {rows[-1]}", flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
-    print(f"\ndeblur.py on one 256x256 image, {os.cpu_count()} cores of {cpu}; seconds from the process start")
+    print(f"\ndeblur.py on one 256x256 image, {os.cpu_count()} cores of {cpu_name()}; seconds from the process start")
     print("| run | compilation cache | first line | first progress update | exit |\n|---|---|---|---|---|")
     for run, row in enumerate(rows):
         cache = "empty" if run == 0 else "filled by run 1"

@@ -34,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_utils import machine, search_inputs
+
 from kernelspace_jax import xla_options
 from kernelspace_jax.configs import gopro_wovae
 from kernelspace_jax.configs.deblur_generic import get_config
@@ -68,15 +70,10 @@ def deblur_program(variant: str, size: int):
     vgg = None
     if config.objective == "reference":
         vgg = VGG19Features().init(jax.random.key(2), jnp.zeros((1, 32, 32, 3)))["params"]
-    settings = search.settings_from_config(config, model, vgg is not None)
-    blurry = jax.random.uniform(jax.random.key(1), (1, size, size, 3))
-    kernels = jnp.zeros((1, *model.kernel_shape(size, size)))
-    state = search.init_states(jax.random.split(jax.random.key(0), 1), blurry, kernels, settings=settings)
-    features = search.blurry_features_of(blurry, vgg, settings=settings)
+    settings, state, images = search_inputs(model, 1, size, size, config, vgg)
     counts = (np.int32(config.num_warmup_iters), np.int32(config.num_iters))
     fn = jax.jit(lambda state, *rest: search.run_chunk(state, *rest, settings=settings), donate_argnums=0)
-    args = (state, blurry, features, kernels, np.int32(0), *counts, model, vgg)
-    return fn, args, lambda out, a: (out[0], *a[1:])
+    return fn, (state, *images, np.int32(0), *counts, model, vgg), lambda out, a: (out[0], *a[1:])
 
 
 def module_size(compiled) -> tuple[int, int, int]:
@@ -120,8 +117,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per compiled program (default 3)")
     args = parser.parse_args(argv)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "")
-    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}; {cpu}", flush=True)
+    print(machine(), flush=True)
     option_sets = [o.strip() for o in args.options.split(",") if o.strip()]
     rows = []
     for what in (w.strip() for w in args.only.split(",") if w.strip()):

@@ -30,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_utils import machine, search_inputs
+
 from kernelspace_jax.configs.deblur_generic import get_config
 from kernelspace_jax.deblurring import dip as search
 from kernelspace_jax.deblurring import engine
@@ -42,27 +44,6 @@ REFERENCE_STEPS = 300 + 5000
 # 2-core Intel Xeon (AVX-512), 256x256, random weights, median of 10 steps (benchmarks/reference_step.py;
 # other machines in benchmarks/README.md): pass your machine's figure with --reference-step-s.
 REFERENCE_CPU_STEP_S = 1.82
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; {cpu}"
-
-
-def _inputs(model, batch, height, width, config, vgg):
-    """What `search.run_chunk` takes for a batch of random blurry images at height x width."""
-    settings = search.settings_from_config(config, model, vgg is not None)
-    blurry = jax.random.uniform(jax.random.key(1), (batch, height, width, 3))
-    kernels = jnp.zeros((batch, *model.kernel_shape(height, width)))
-    keys = jax.random.split(jax.random.key(0), batch)
-    state = search.init_states(keys, blurry, kernels, settings=settings)
-    features = search.blurry_features_of(blurry, vgg, settings=settings)
-    return settings, state, (blurry, features, kernels)
 
 
 def memory_bytes(compiled) -> int | None:
@@ -80,7 +61,7 @@ def memory_bytes(compiled) -> int | None:
 
 def compile_batch(model, config, vgg, batch, size) -> dict:
     """The compiled search chunk for `batch` random images at size x size, with its inputs."""
-    settings, state, images = _inputs(model, batch, size, size, config, vgg)
+    settings, state, images = search_inputs(model, batch, size, size, config, vgg)
     counts = (np.int32(config.num_warmup_iters), np.int32(config.num_iters))
     start = time.perf_counter()
     compiled = search.run_chunk.lower(state, *images, np.int32(0), *counts, model, vgg, settings=settings).compile()
@@ -141,7 +122,7 @@ def memory_table(model, config, vgg, sizes):
             c = config.copy_and_resolve_references()
             c.update(**overrides)
             m = model.with_dtype(jnp.dtype(c.compute_dtype))
-            settings, state, images = _inputs(m, 1, height, width, c, vgg)
+            settings, state, images = search_inputs(m, 1, height, width, c, vgg)
             counts = (np.int32(c.num_warmup_iters), np.int32(c.num_iters))
             start = time.perf_counter()
             compiled = search.run_chunk.lower(state, *images, np.int32(0), *counts, m, vgg, settings=settings).compile()

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from bench_utils import cpu_name
 
 from kernelspace_jax import xla_options
 from kernelspace_jax.kernel_space import config as configs
@@ -80,14 +81,7 @@ def print_counts() -> None:
 
 def machine_description() -> str:
     lines = [f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}"]
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            cpu = names[0]
-    except OSError:
-        pass
+    cpu = cpu_name() or platform.processor() or platform.machine()
     lines.append(f"CPU: {cpu}, {os.cpu_count()} logical cores")
     if jax.default_backend() != "cpu":
         lines.append(f"accelerator: {jax.devices()[0].device_kind}")
