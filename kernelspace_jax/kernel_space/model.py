@@ -55,6 +55,13 @@ def _check_kernel(config: KernelSpaceConfig, kernel: jax.Array, image: jax.Array
         raise TypeError(f"kernel must be floating point, got {kernel.dtype}")
 
 
+def _check_pair(config: KernelSpaceConfig, sharp: jax.Array, blurry: jax.Array) -> None:
+    check_images("sharp", sharp, channels=config.image_channels)
+    check_images("blurry", blurry, channels=config.image_channels)
+    if sharp.shape != blurry.shape:
+        raise ValueError(f"sharp and blurry must have the same shape, got {sharp.shape} and {blurry.shape}")
+
+
 def network(config: KernelSpaceConfig, dtype=jnp.float32) -> KernelSpaceNetwork:
     """The Flax module for `config`, computing in `dtype` (parameters stay float32)."""
     return KernelSpaceNetwork(config, dtype=dtype)
@@ -71,10 +78,7 @@ def extract(
     Returns:
       (mean, sigma), each (B, *kernel_shape(config, H, W)) float32; sigma is zeros without a VAE.
     """
-    check_images("sharp", sharp, channels=config.image_channels)
-    check_images("blurry", blurry, channels=config.image_channels)
-    if sharp.shape != blurry.shape:
-        raise ValueError(f"sharp and blurry must have the same shape, got {sharp.shape} and {blurry.shape}")
+    _check_pair(config, sharp, blurry)
     return _compiled_extract(params, sharp, blurry, config=config, dtype=dtype)
 
 
@@ -109,10 +113,7 @@ def reblur(
     Returns:
       (F's output (B, H, W, C) in the dtype of `sharp`, mean, sigma), mean and sigma as `extract` returns.
     """
-    check_images("sharp", sharp, channels=config.image_channels)
-    check_images("blurry", blurry, channels=config.image_channels)
-    if sharp.shape != blurry.shape:
-        raise ValueError(f"sharp and blurry must have the same shape, got {sharp.shape} and {blurry.shape}")
+    _check_pair(config, sharp, blurry)
     _check_kernel(config, eps, sharp)
     return _compiled_reblur(params, sharp, blurry, eps, config=config, dtype=dtype)
 
